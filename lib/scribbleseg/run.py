@@ -1,0 +1,197 @@
+"""Execute notebooks with a parameter profile: ``python -m scribbleseg.run --profile cpu``.
+
+For each notebook (default: every ``notebooks/**/*.ipynb``, sorted) the overrides
+of ``params/<profile>/<key>.yaml`` are validated first (all errors are listed and
+nothing runs if any), then the notebook runs under papermill with its folder as
+cwd; the executed copy goes to ``build/notebooks/<profile>/<key>.ipynb``.
+A completed notebook leaves ``build/stamps/<profile>/<key>.done`` holding a hash
+of the notebook, its parameters and its output path: a rerun skips it unless
+``--force`` or something changed, so an interrupted run resumes where it stopped.
+``--refresh-references`` (smoke profile only) writes scrubbed executed copies to
+``tests/nbval/`` instead: the nbval reference notebooks.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from scribbleseg.config import ParamsError, load_params, notebook_key, notebook_parameters, \
+    repo_root
+
+VOLATILE_NB = ("start_time", "end_time", "duration", "input_path", "output_path")
+VOLATILE_CELL = ("start_time", "end_time", "duration")
+
+
+def discover(root: Path) -> list[Path]:
+    """All notebooks under ``<root>/notebooks``, sorted, without checkpoints."""
+    found = (root / "notebooks").rglob("*.ipynb")
+    return sorted((p for p in found if ".ipynb_checkpoints" not in p.parts),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+
+def stamp_hash(notebook: Path, params: dict, output: Path) -> str:
+    h = hashlib.sha256(notebook.read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(str(output.resolve()).encode())
+    return h.hexdigest()
+
+
+def scrub(path: Path) -> None:
+    """Drop timestamps and durations so reference notebooks only change when outputs do."""
+    nb = nbformat.read(str(path), as_version=4)
+    for key in VOLATILE_NB:
+        nb.metadata.get("papermill", {}).pop(key, None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for key in VOLATILE_CELL:
+            cell.metadata.get("papermill", {}).pop(key, None)
+    nbformat.write(nb, str(path))
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _CellOutput(logging.Formatter):
+    """Papermill logs cell output with trailing newlines; drop them."""
+
+    def format(self, record):
+        return record.getMessage().rstrip("\n")
+
+
+def _quiet_papermill_chatter(record: logging.LogRecord) -> bool:
+    msg = record.getMessage()
+    return not msg.startswith(("Executing Cell", "Ending Cell", "Input Notebook",
+                               "Output Notebook", "Working directory", "Executing notebook"))
+
+
+@contextlib.contextmanager
+def _stream_cell_output():
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_CellOutput())
+    handler.addFilter(_quiet_papermill_chatter)
+    log = logging.getLogger("papermill")
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scribbleseg.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", required=True, help="params/<profile>/: smoke, cpu, paper...")
+    p.add_argument("notebooks", nargs="*", type=Path, help="default: all under notebooks/")
+    p.add_argument("--output-dir", type=Path,
+                   help="where executed copies go (default build/notebooks/<profile>)")
+    p.add_argument("--refresh-references", action="store_true",
+                   help="smoke profile only: write the nbval references to tests/nbval/")
+    p.add_argument("--force", action="store_true", help="rerun notebooks already done")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    args = p.parse_args(argv)
+    if args.refresh_references and args.profile != "smoke":
+        p.error("--refresh-references needs --profile smoke (references are smoke runs)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    root, profile = repo_root(), args.profile
+    notebooks = [n.resolve() for n in args.notebooks] or discover(root)
+    if not notebooks:
+        print(f"no notebooks under {root / 'notebooks'}: nothing to run")
+        return 0
+
+    jobs, errors = [], []
+    for nb in notebooks:
+        try:
+            if not nb.is_file():
+                raise ParamsError(f"{nb}: no such notebook")
+            params = load_params(nb, profile)
+            if "profile" in notebook_parameters(nb):
+                params["profile"] = profile
+            jobs.append((nb, notebook_key(nb), params))
+        except ParamsError as e:
+            errors.append(str(e))
+    if errors:
+        print(f"parameter errors in {len(errors)} notebook(s); nothing was executed:",
+              file=sys.stderr)
+        for e in errors:
+            print(f"- {e}", file=sys.stderr)
+        return 2
+
+    out_dir = args.output_dir or (root / "tests" / "nbval" if args.refresh_references
+                                  else root / "build" / "notebooks" / profile)
+    out_dir = out_dir if out_dir.is_absolute() else Path.cwd() / out_dir
+    stamps = root / "build" / "stamps" / profile
+    env = {"SCRIBBLESEG_PROFILE": profile, "SCRIBBLESEG_ROOT": str(root),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "lib"),
+                                                       os.environ.get("PYTHONPATH")]))}
+    failed = []
+    for i, (nb, key, params) in enumerate(jobs, 1):
+        output, stamp = out_dir / f"{key}.ipynb", stamps / f"{key}.done"
+        print(f"[{i}/{len(jobs)}] notebooks/{key}.ipynb (profile {profile})", flush=True)
+        digest = stamp_hash(nb, params, output)
+        if not args.force and output.is_file() and stamp.is_file() \
+                and stamp.read_text().split("\n")[0] == digest:
+            print("  skip (done)", flush=True)
+            continue
+        stamp.unlink(missing_ok=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        try:
+            import papermill
+            with _environ(**env), _stream_cell_output():
+                papermill.execute_notebook(
+                    str(nb), str(output), parameters=params, cwd=str(nb.parent),
+                    kernel_name="python3", language="python", log_output=True, progress_bar=False)
+        except Exception as e:  # noqa: BLE001 - any failure is reported, the rest still run
+            print(f"  FAILED after {time.monotonic() - start:.0f}s: {type(e).__name__}: {e}",
+                  file=sys.stderr, flush=True)
+            print(f"  inspect the executed copy: {output}" if output.is_file() else
+                  "  (no executed copy was written)", file=sys.stderr, flush=True)
+            failed.append((key, output))
+            if args.fail_fast:
+                break
+            continue
+        if args.refresh_references:
+            scrub(output)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(f"{digest}\n{json.dumps(params, sort_keys=True, default=str)}\n")
+        print(f"  done in {time.monotonic() - start:.0f}s -> {output}", flush=True)
+
+    if failed:
+        print(f"{len(failed)} notebook(s) failed:", file=sys.stderr)
+        for key, output in failed:
+            print(f"- notebooks/{key}.ipynb: see {output}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Tests for scribbleseg.config (parameters) and scribbleseg.results (results schema)."""
+import dataclasses
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from scribbleseg.config import (FrozenDict, ParamsError, freeze, load_params, notebook_key,
+                                notebook_parameters, repo_root, thaw)
+from scribbleseg.results import Table, figures_dir, format_table, results_path, write_results
+
+PARAMS_CELL = 'seeds = [0, 1, 2]\nsteps = 100\nlr = 0.01\nname = "base"\nmodel = None\nuse_crf = False\n'
+
+
+def write_notebook(path: Path, params_source: str | None = PARAMS_CELL) -> Path:
+    nb = nbformat.v4.new_notebook()
+    if params_source is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(params_source, metadata={"tags": ["parameters"]}))
+    nb.cells.append(nbformat.v4.new_code_cell("print(steps)"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    for profile in ("cpu", "smoke"):
+        (tmp_path / "params" / profile).mkdir(parents=True)
+    monkeypatch.setenv("SCRIBBLESEG_ROOT", str(tmp_path))
+    return tmp_path.resolve()
+
+
+def write_yaml(repo: Path, profile: str, key: str, text: str) -> Path:
+    path = repo / "params" / profile / f"{key}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- freeze -----------------------------------------------------------------------------------
+
+def test_freeze_makes_frozen_hashable_dataclass():
+    P = freeze("BaselineParams", seeds=[0, 1], steps=10, opt={"lr": 0.1, "betas": [0.9, 0.99]})
+    assert type(P).__name__ == "BaselineParams" and dataclasses.is_dataclass(P)
+    assert P.seeds == (0, 1) and P.steps == 10
+    assert isinstance(P.opt, FrozenDict) and P.opt["betas"] == (0.9, 0.99)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        P.steps = 11
+    with pytest.raises(TypeError):
+        P.opt["lr"] = 1.0
+    hash(P)
+    assert thaw(P) == {"seeds": [0, 1], "steps": 10, "opt": {"lr": 0.1, "betas": [0.9, 0.99]}}
+    assert {f.name: f.type for f in dataclasses.fields(P)}["steps"] is int
+
+
+# --- notebook parameters -------------------------------------------------------------------------
+
+def test_notebook_parameters(tmp_path):
+    nb = write_notebook(tmp_path / "a.ipynb", PARAMS_CELL + "# a comment\nx: int = 3\n")
+    assert notebook_parameters(nb) == {"seeds": [0, 1, 2], "steps": 100, "lr": 0.01,
+                                       "name": "base", "model": None, "use_crf": False, "x": 3}
+
+
+def test_notebook_parameters_non_literal(tmp_path):
+    nb = write_notebook(tmp_path / "bad.ipynb", "steps = 100\nlr = 1 / steps\n")
+    with pytest.raises(ParamsError, match=r"bad\.ipynb.*'lr'.*not a literal"):
+        notebook_parameters(nb)
+
+
+def test_notebook_parameters_missing_cell(tmp_path):
+    nb = write_notebook(tmp_path / "none.ipynb", None)
+    with pytest.raises(ParamsError, match="no cell tagged 'parameters'"):
+        notebook_parameters(nb)
+
+
+# --- load_params ---------------------------------------------------------------------------------
+
+def test_load_params_ok_and_empty(repo):
+    nb = write_notebook(repo / "notebooks" / "blpseg" / "t1_ablation.ipynb")
+    assert notebook_key(nb) == "blpseg/t1_ablation"
+    write_yaml(repo, "cpu", "blpseg/t1_ablation", "seeds: [0]\nlr: 1\nmodel: {depth: 3}\n")
+    assert load_params(nb, "cpu") == {"seeds": [0], "lr": 1, "model": {"depth": 3}}
+    write_yaml(repo, "smoke", "blpseg/t1_ablation", "")
+    assert load_params(nb, "smoke") == {}
+
+
+def test_load_params_unknown_key_suggests(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb")
+    path = write_yaml(repo, "cpu", "01_baselines", "setps: 5\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(nb, "cpu")
+    msg = str(e.value)
+    assert "'setps'" in msg and str(path) in msg and "did you mean steps" in msg
+
+
+@pytest.mark.parametrize("text, expected, got", [
+    ("steps: 1.5\n", "int", "float"), ("seeds: 3\n", "list", "int"),
+    ("use_crf: 1\n", "bool", "int"), ("name: 3\n", "str", "int")])
+def test_load_params_wrong_type(repo, text, expected, got):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb")
+    path = write_yaml(repo, "cpu", "01_baselines", text)
+    with pytest.raises(ParamsError) as e:
+        load_params(nb, "cpu")
+    msg = str(e.value)
+    assert str(path) in msg and text.split(":")[0] in msg
+    assert f"expects {expected}" in msg and f"got {got}" in msg
+
+
+def test_load_params_missing_yaml_and_unknown_profile(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb")
+    with pytest.raises(ParamsError, match="params/cpu/01_baselines.yaml"):
+        load_params(nb, "cpu")
+    with pytest.raises(ParamsError, match="unknown profile 'gpu'.*cpu, smoke"):
+        load_params(nb, "gpu")
+
+
+def test_repo_root_walks_up_to_pyproject(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCRIBBLESEG_ROOT", raising=False)
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks" / "blpseg").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "notebooks" / "blpseg")
+    assert repo_root() == tmp_path.resolve()
+    assert notebook_key("t1_ablation.ipynb") == "blpseg/t1_ablation"
+
+
+# --- results -------------------------------------------------------------------------------------
+
+def test_table_mean_std():
+    t = Table("t1", "mIoU")
+    row = t.add_row("baseline", [1, 2, 3], paper=2.5)
+    assert row["mean"] == 2.0 and row["std"] == 1.0 and row["paper"] == 2.5
+    assert t.add_row("one seed", [4.0])["std"] == 0.0
+    text = format_table(t)
+    assert "baseline" in text and "2.00 ± 1.00 (3 seeds)" in text and "2.50" in text
+    assert "4.00 ± 0.00 (1 seed)" in text
+
+
+def test_results_schema_round_trip(repo):
+    nb = repo / "notebooks" / "blpseg" / "t1_ablation.ipynb"
+    t = Table("Table 1", "mIoU")
+    t.add_row("ours", [1, 2, 3])
+    P = freeze("P", seeds=[0, 1, 2], opt={"lr": 0.1})
+    out = results_path(nb)
+    write_results(out, nb, "cpu", P, [t], extra={"notes": "x"})
+    data = json.loads(out.read_text())
+    assert set(data) == {"notebook", "profile", "commit", "device", "torch", "params", "tables",
+                         "notes"}
+    assert data["notebook"] == "notebooks/blpseg/t1_ablation.ipynb" and data["profile"] == "cpu"
+    assert data["commit"] == "unknown"  # tmp_path is not a git repository
+    assert data["device"].startswith(("cpu: ", "cuda: "))
+    assert data["params"] == {"seeds": [0, 1, 2], "opt": {"lr": 0.1}}
+    (table,) = data["tables"]
+    assert set(table) == {"name", "metric", "rows"}
+    (row,) = table["rows"]
+    assert set(row) == {"setting", "values", "mean", "std", "paper"}
+    assert row == {"setting": "ours", "values": [1.0, 2.0, 3.0], "mean": 2.0, "std": 1.0,
+                   "paper": None}
+    assert format_table(table) == format_table(t)
+    with pytest.raises(ValueError, match="schema"):
+        write_results(out, nb, "cpu", {}, [], extra={"params": {}})
+
+
+def test_results_and_figures_paths(repo):
+    assert results_path("notebooks/blpseg/t1_ablation.ipynb") == \
+        repo / "results" / "blpseg" / "t1_ablation.json"
+    assert results_path("notebooks/01_baselines.ipynb") == repo / "results" / "01_baselines.json"
+    assert figures_dir("notebooks/blpseg/t1_ablation.ipynb") == repo / "figures" / "blpseg"
+    assert figures_dir("notebooks/01_baselines.ipynb") == repo / "figures"
+    assert (repo / "figures" / "blpseg").is_dir()
