@@ -113,14 +113,20 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
     return out
 
 
-def results_path(notebook_path: str | os.PathLike) -> Path:
+def _out_root(profile: str) -> Path:
+    """Committed outputs for the ``cpu`` and ``paper`` profiles; ``build/<profile>/`` for the others
+    (smoke runs in tests must not overwrite the committed results and figures)."""
+    return repo_root() if profile in ("cpu", "paper") else repo_root() / "build" / profile
+
+
+def results_path(notebook_path: str | os.PathLike, profile: str = "cpu") -> Path:
     """``notebooks/blpseg/t1_ablation.ipynb`` -> ``<root>/results/blpseg/t1_ablation.json``."""
-    return repo_root() / "results" / f"{notebook_key(notebook_path)}.json"
+    return _out_root(profile) / "results" / f"{notebook_key(notebook_path)}.json"
 
 
-def figures_dir(notebook_path: str | os.PathLike) -> Path:
+def figures_dir(notebook_path: str | os.PathLike, profile: str = "cpu") -> Path:
     """``notebooks/blpseg/x.ipynb`` -> ``<root>/figures/blpseg`` (created); top level -> figures."""
-    folder = (repo_root() / "figures" / notebook_key(notebook_path)).parent
+    folder = (_out_root(profile) / "figures" / notebook_key(notebook_path)).parent
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

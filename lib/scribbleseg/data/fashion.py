@@ -25,7 +25,7 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
 
 
-def _torchvision_fallback(split: str) -> tuple[np.ndarray, np.ndarray]:
+def _torchvision_fallback(split: str, looked_in: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         from torchvision.datasets import FashionMNIST
 
@@ -34,7 +34,7 @@ def _torchvision_fallback(split: str) -> tuple[np.ndarray, np.ndarray]:
         return ds.data.numpy(), ds.targets.numpy().astype(np.uint8)
     except Exception as e:  # no network, no torchvision: one clear message
         raise FileNotFoundError(
-            f"Fashion-MNIST not found in {DEBIAN_DIR} and could not be downloaded ({e}). "
+            f"Fashion-MNIST not found in {looked_in} and could not be downloaded ({e}). "
             "Install it with `apt-get update && apt-get install -y dataset-fashion-mnist` "
             "or set SCRIBBLESEG_FASHION_DIR to a folder holding the four *-ubyte.gz files."
         ) from e
@@ -48,7 +48,7 @@ def load_fashion_mnist(split: str, root: Path | None = None) -> tuple[np.ndarray
     stem = _FILES[split]
     img_f, lab_f = root / f"{stem}-images-idx3-ubyte.gz", root / f"{stem}-labels-idx1-ubyte.gz"
     if not (img_f.exists() and lab_f.exists()):
-        return _torchvision_fallback(split)
+        return _torchvision_fallback(split, root)
     images = _read_idx(img_f, 16).reshape(-1, 28, 28)  # (N, 28, 28)
     labels = _read_idx(lab_f, 8)
     if len(images) != len(labels):

@@ -1,0 +1,37 @@
+"""Evaluation on a split in memory: confusion-matrix mIoU (ignoring 255), per-class IoU, and where
+the errors fall (the outer 8-px border band against the interior)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from scribbleseg.data.folder import SplitData
+from scribbleseg.metrics import ConfusionMeter, border_band_errors
+
+
+@torch.no_grad()
+def predict_split(model: torch.nn.Module, data: SplitData, device=None, batch_size: int = 50,
+                  scales=(1.0,), flip: bool = False) -> np.ndarray:
+    """Argmax predictions (N, H, W) uint8 for every image of ``data``."""
+    from scribbleseg.inference import predict
+    from scribbleseg.train import to_batch
+
+    device = torch.device(device or next(model.parameters()).device)
+    preds = []
+    for s in range(0, len(data.ids), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(data.ids)))
+        probs = predict(model, to_batch(data, idx, None, device)["image"], scales=scales, flip=flip)
+        preds.append(probs.argmax(1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(preds)
+
+
+def evaluate(model: torch.nn.Module, data: SplitData, device=None, band: int = 8, **predict_kw) -> dict:
+    """Returns dict(miou, per_class_iou (list, NaN -> None), pixel_accuracy, border_error_rate,
+    interior_error_rate, border_share_of_errors). IoUs in percent, error rates as fractions."""
+    pred = predict_split(model, data, device, **predict_kw)
+    meter = ConfusionMeter(data.num_classes)
+    meter.update(pred, data.masks)
+    out = {"miou": float(meter.miou()), "pixel_accuracy": float(meter.pixel_accuracy()),
+           "per_class_iou": [None if np.isnan(v) else float(v) for v in meter.per_class_iou()]}
+    out.update({k: float(v) for k, v in border_band_errors(pred, data.masks, band=band).items()})
+    return out

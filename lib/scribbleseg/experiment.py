@@ -1,0 +1,94 @@
+"""Run an experiment once: the results cache keyed by the resolved configuration.
+
+An experiment is (dataset, scribble variant, training config, method). Its key is a hash of all
+four, so a run shared by several tables (the pCE baseline appears in almost every ablation) trains
+once. ``results/cache/<key>/`` holds ``config.json``, ``ckpt.pt`` (per epoch), ``metrics.csv``,
+``model.pt`` and ``result.json`` (written last: its presence means the run is complete).
+A killed run resumes from its last epoch on the next call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from scribbleseg.constants import EMBEDDED_CLASSES
+from scribbleseg.data.embedded import EmbeddedConfig, ensure_embedded
+from scribbleseg.data.folder import ScribbleVariant, SplitData, load_split
+from scribbleseg.evaluate import evaluate
+from scribbleseg.train import TrainConfig, make_model, train
+
+CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
+
+
+def _method_spec(method) -> dict:
+    return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **dataclasses.asdict(method)}
+
+
+def experiment_key(dataset: EmbeddedConfig, variant: ScribbleVariant, cfg: TrainConfig, method) -> tuple[str, dict]:
+    """(key, resolved configuration) of an experiment."""
+    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": dataclasses.asdict(variant),
+            "train": dataclasses.asdict(cfg), "method": _method_spec(method)}
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], spec
+
+
+@lru_cache(maxsize=8)
+def load_embedded(dataset: EmbeddedConfig, split: str, variant: ScribbleVariant = ScribbleVariant()) -> SplitData:
+    """Build (once) and load a split of the embedded benchmark; memoised per process."""
+    return load_split(ensure_embedded(dataset), split, EMBEDDED_CLASSES, variant)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """A finished run: its key, folder, evaluation (``metrics``), per-epoch ``history`` and ``seconds``."""
+
+    key: str
+    folder: Path
+    spec: dict
+    metrics: dict
+    history: list
+    seconds: float
+    cached: bool
+
+    def load_model(self, num_classes: int = len(EMBEDDED_CLASSES)) -> torch.nn.Module:
+        """The trained network, in eval mode on CPU."""
+        model = make_model(TrainConfig(**self.spec["train"]), num_classes)
+        model.load_state_dict(torch.load(self.folder / "model.pt", map_location="cpu", weights_only=True))
+        return model.eval()
+
+
+def cache_root() -> Path:
+    from scribbleseg.config import repo_root
+
+    return repo_root() / "results" / "cache"
+
+
+def run_experiment(dataset: EmbeddedConfig, variant: ScribbleVariant, cfg: TrainConfig, method,
+                   progress=None, log=print, root: Path | None = None) -> RunResult:
+    """Train and evaluate on the embedded benchmark, or return the cached result."""
+    key, spec = experiment_key(dataset, variant, cfg, method)
+    folder = Path(root or cache_root()) / key
+    done = folder / "result.json"
+    if done.exists():
+        r = json.loads(done.read_text())
+        return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
+    train_data = load_embedded(dataset, "train", variant)
+    val_data = load_embedded(dataset, "val")  # evaluation always on the full masks
+    log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
+        f"variant={dataclasses.asdict(variant)}")
+    t0 = time.time()
+    model, history = train(cfg, method, train_data, folder, progress=progress, log=log)
+    seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
+    metrics = evaluate(model, val_data)
+    torch.save(model.state_dict(), folder / "model.pt")
+    done.write_text(json.dumps({"metrics": metrics, "history": history, "seconds": seconds}, indent=1))
+    (folder / "ckpt.pt").unlink(missing_ok=True)  # the final weights are in model.pt
+    log(f"run {key}: val mIoU {metrics['miou']:.2f}")
+    return RunResult(key, folder, spec, metrics, history, seconds, cached=False)

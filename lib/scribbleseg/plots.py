@@ -1,0 +1,89 @@
+"""Figures: label colouring, sample grids, scribble variants, distance histograms, overlays.
+
+Every function returns a matplotlib Figure; :func:`save` writes it as PNG (for ``figures/``).
+Colours follow PASCAL VOC's palette; unlabelled (255) pixels are drawn white or transparent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.data.io import voc_palette
+
+_PAL = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
+
+
+def colorize(label: np.ndarray, unlabelled=(255, 255, 255)) -> np.ndarray:
+    """(H, W) class map -> (H, W, 3) uint8 RGB; IGNORE_INDEX pixels get ``unlabelled``."""
+    rgb = _PAL[label].copy()
+    rgb[label == IGNORE_INDEX] = unlabelled
+    return rgb
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Blend the colourised labelled pixels of ``label`` over ``image`` ((H, W, 3) uint8)."""
+    out = image.astype(np.float32)
+    lab = label != IGNORE_INDEX
+    out[lab] = (1 - alpha) * out[lab] + alpha * _PAL[label[lab]]
+    return out.round().astype(np.uint8)
+
+
+def grid(panels: list[list[np.ndarray]], titles: list[str] | None = None, size: float = 1.9):
+    """Rows of images (RGB arrays) with optional column titles; returns the Figure."""
+    rows, cols = len(panels), max(len(r) for r in panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for i, row in enumerate(panels):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j], interpolation="nearest")
+            if titles and i == 0 and j < len(titles):
+                ax.set_title(titles[j], fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(data, indices, preds: dict[str, np.ndarray] | None = None):
+    """Image | scribbles over image | mask | (one column per prediction set) for each index."""
+    preds = preds or {}
+    panels = [[data.images[i], overlay(data.images[i], data.scribbles[i], 0.9), colorize(data.masks[i])]
+              + [colorize(p[i]) for p in preds.values()] for i in indices]
+    return grid(panels, ["image", "scribbles", "mask", *preds])
+
+
+def distance_histograms(hists: dict[str, np.ndarray], edges: np.ndarray, title: str = ""):
+    """Line plot of binned distributions P(X) (BLPSeg Fig. 1 / Eq. 13) over relative distance X."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for name, h in hists.items():
+        ax.plot(centres, h, marker="o", ms=3, label=name)
+    ax.set_xlabel("relative distance to the nearest object boundary")
+    ax.set_ylabel("P(X)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bar_with_std(names: list[str], means, stds, ylabel: str = "mIoU (%)", title: str = ""):
+    """Bars with error bars (mean ± std over seeds)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.2))
+    ax.bar(names, means, yerr=stds, capsize=4, color="#6a9fd4")
+    for k, m in enumerate(means):
+        ax.text(k, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG (dpi 110), creating folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

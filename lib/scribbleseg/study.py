@@ -1,0 +1,47 @@
+"""Small helpers that notebooks use to turn runs over seeds into table rows."""
+from __future__ import annotations
+
+import dataclasses
+
+from scribbleseg.data.embedded import EmbeddedConfig
+from scribbleseg.data.folder import ScribbleVariant
+from scribbleseg.experiment import RunResult, run_experiment
+from scribbleseg.train import TrainConfig
+
+
+def train_config(seed: int, **kw) -> TrainConfig:
+    """TrainConfig from flat notebook params; unknown names raise ValueError naming them."""
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = set(kw) - valid
+    if bad:
+        raise ValueError(f"unknown training parameter(s) {sorted(bad)}; valid: {sorted(valid)}")
+    return TrainConfig(seed=seed, **kw)
+
+
+def run_seeds(dataset: EmbeddedConfig, variant: ScribbleVariant, method, seeds, train: dict,
+              progress=None, log=print) -> list[RunResult]:
+    """One run per seed (each from the cache when it exists)."""
+    return [run_experiment(dataset, variant, train_config(s, **train), method, progress=progress, log=log)
+            for s in seeds]
+
+
+def values(runs: list[RunResult], metric: str = "miou") -> list[float]:
+    """``metric`` of each run, rounded to 2 decimals (as stored in results files)."""
+    return [round(float(r.metrics[metric]), 2) for r in runs]
+
+
+def progress_bar():
+    """The tqdm factory for notebooks: widget bars when interactive; under ``scribbleseg.run``
+    (SCRIBBLESEG_BATCH=1) a text bar on the terminal that runs the notebooks, kept out of the
+    notebook's stored outputs."""
+    import functools
+    import os
+    import sys
+
+    if os.environ.get("SCRIBBLESEG_BATCH") == "1":
+        from tqdm import tqdm
+
+        return functools.partial(tqdm, file=sys.__stderr__, mininterval=1.0)
+    from tqdm.auto import tqdm
+
+    return functools.partial(tqdm, mininterval=1.0)

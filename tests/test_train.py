@@ -1,0 +1,87 @@
+"""The engine: determinism, resume after a kill without lost work, the results cache, empty scribbles."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from scribbleseg.constants import EMBEDDED_CLASSES, IGNORE_INDEX
+from scribbleseg.data.folder import ScribbleVariant, load_split
+from scribbleseg.experiment import experiment_key, run_experiment
+from scribbleseg.methods import PartialCE
+from scribbleseg.train import TrainConfig, train
+
+CFG = TrainConfig(width=4, epochs=2, batch_size=8, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def split(tiny_dataset):
+    return load_split(tiny_dataset[1], "train", EMBEDDED_CLASSES)
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point])
+
+
+def test_same_seed_same_weights(split, tmp_path):
+    a, _ = train(CFG, PartialCE(), split, tmp_path / "a", log=lambda *_: None)
+    b, _ = train(CFG, PartialCE(), split, tmp_path / "b", log=lambda *_: None)
+    assert torch.equal(_params(a), _params(b))
+    c, _ = train(TrainConfig(**{**CFG.__dict__, "seed": 1}), PartialCE(), split, tmp_path / "c", log=lambda *_: None)
+    assert not torch.equal(_params(a), _params(c))
+
+
+def test_resume_after_kill_equals_uninterrupted(split, tmp_path):
+    full, rows_full = train(CFG, PartialCE(), split, tmp_path / "full", log=lambda *_: None)
+    # "kill" after epoch 1: train a one-epoch-long prefix by interrupting inside epoch 2
+    calls = {"n": 0}
+
+    class Killer(PartialCE):
+        def losses(self, model, batch):
+            calls["n"] += 1
+            if calls["n"] > len(split.ids) // CFG.batch_size:  # first step of epoch 2
+                raise KeyboardInterrupt
+            return super().losses(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, Killer(), split, tmp_path / "killed", log=lambda *_: None)
+    assert (tmp_path / "killed" / "ckpt.pt").exists()
+    logs = []
+    resumed, rows = train(CFG, PartialCE(), split, tmp_path / "killed", log=logs.append)
+    assert any("resuming" in m for m in logs)
+    assert torch.equal(_params(full), _params(resumed))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    with open(tmp_path / "killed" / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+
+
+def test_no_scribble_pixel_trains_without_nan(split, tmp_path):
+    empty = type(split)(split.ids, split.images, split.masks, np.full_like(split.scribbles, IGNORE_INDEX),
+                        split.strokes, split.class_names)
+    model, rows = train(CFG, PartialCE(), empty, tmp_path / "e", log=lambda *_: None)
+    assert all(r["ce"] == 0.0 for r in rows)
+    assert torch.isfinite(_params(model)).all()
+
+
+def test_results_cache_trains_once(tiny_dataset, tmp_path, monkeypatch):
+    cfg_ds, root = tiny_dataset
+    monkeypatch.setattr("scribbleseg.experiment.ensure_embedded", lambda c: root)
+    first = run_experiment(cfg_ds, ScribbleVariant(), CFG, PartialCE(), log=lambda *_: None, root=tmp_path)
+    again = run_experiment(cfg_ds, ScribbleVariant(), CFG, PartialCE(), log=lambda *_: None, root=tmp_path)
+    assert not first.cached and again.cached
+    assert again.metrics == first.metrics and 0 <= first.metrics["miou"] <= 100
+    assert torch.equal(_params(first.load_model()), _params(again.load_model()))
+    # every part of the configuration enters the key
+    k = experiment_key(cfg_ds, ScribbleVariant(), CFG, PartialCE())[0]
+    assert k != experiment_key(cfg_ds, ScribbleVariant(drop=0.5), CFG, PartialCE())[0]
+    assert k != experiment_key(cfg_ds, ScribbleVariant(), CFG, PartialCE("mask"))[0]
+    assert k != experiment_key(cfg_ds, ScribbleVariant(), TrainConfig(**{**CFG.__dict__, "lr": 0.1}), PartialCE())[0]
+
+
+def test_bad_optimizer_and_schedule_named(split, tmp_path):
+    with pytest.raises(ValueError, match="optimizer"):
+        train(TrainConfig(**{**CFG.__dict__, "optimizer": "adam"}), PartialCE(), split, tmp_path / "o")
+    with pytest.raises(ValueError, match="schedule"):
+        train(TrainConfig(**{**CFG.__dict__, "schedule": "cos"}), PartialCE(), split, tmp_path / "s")
+    with pytest.raises(ValueError, match="target"):
+        PartialCE("masks")
