@@ -1,7 +1,7 @@
 """Build a segmentation model by name, with an explicit match over the supported architectures.
 
 - "deeplabv2": :class:`~scribbleseg.models.deeplab.DeepLabV2` (URSS), logits at ``output_stride``;
-- "deeplabv3plus": :class:`~scribbleseg.models.deeplab.DeepLabV3Plus` (CDSP, rloss), stride 4;
+- "deeplabv3plus": :class:`~scribbleseg.models.deeplab.DeepLabV3Plus` (CDSP, Potts / soft self-labeling), stride 4;
 - "upernet": :class:`~scribbleseg.models.upernet.UperNet` (BLPSeg), stride 4;
 - "small": a small CPU model for tests and notebooks (``backbone``, ``output_stride`` and
   ``weights`` are ignored).

@@ -5,8 +5,8 @@
   "Scribble-Supervised Semantic Segmentation by Uncertainty Reduction on Neural Representation
   and Self-Supervision on Neural Eigenspace", ICCV 2021).
 - :class:`DeepLabV3Plus` (Chen et al., "Encoder-Decoder with Atrous Separable Convolution for
-  Semantic Image Segmentation", ECCV 2018), used by CDSP and by the Potts / regularized-loss paper ("rloss": Tang et al.,
-  "On Regularized Losses for Weakly-supervised CNN Segmentation", ECCV 2018).
+  Semantic Image Segmentation", ECCV 2018), used by CDSP (AAAI 2024) and by "Potts relaxations and
+  soft self-labeling" (CVPR 2025), as by the rloss line of work it builds on.
 
 Both map (N, 3, H, W) images to ``{"features": (N, D, h, w), "logits": (N, K, h, w)}``.
 """
