@@ -1,0 +1,44 @@
+"""Every notebook has valid params for each profile, a frozen-dataclass cell covering exactly its
+parameters, and an nbval reference (tests/nbval/) so that `make test` re-executes and compares it."""
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from scribbleseg.config import load_params, notebook_key, notebook_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def test_there_are_notebooks():
+    assert {p.name for p in NOTEBOOKS} >= {"00_dataset.ipynb", "01_baselines.ipynb"}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_params_files_validate(nb, profile):
+    load_params(nb, profile, ROOT / "params")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_freeze_cell_covers_exactly_the_parameters(nb):
+    names = set(notebook_parameters(nb))
+    cells = nbformat.read(str(nb), as_version=4).cells
+    calls = [n for c in cells if c.cell_type == "code"
+             for n in ast.walk(ast.parse(c.source))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "freeze"]
+    assert len(calls) == 1, f"{nb.name}: expected one freeze(...) call"
+    assert {k.arg for k in calls[0].keywords} == names
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_nbval_reference_exists_and_is_current(nb):
+    ref = ROOT / "tests" / "nbval" / f"{notebook_key(nb)}.ipynb"
+    assert ref.exists(), f"no nbval reference for {nb.name}: run `make references`"
+    src = [c.source for c in nbformat.read(str(nb), as_version=4).cells
+           if "injected-parameters" not in c.metadata.get("tags", [])]
+    got = [c.source for c in nbformat.read(str(ref), as_version=4).cells
+           if "injected-parameters" not in c.metadata.get("tags", [])]
+    assert src == got, f"{ref} is stale (the notebook's code changed): run `make references`"
