@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 from skimage import data as skdata
-from skimage.color import gray2rgb
+from skimage.color import gray2rgb, hsv2rgb
 from skimage.draw import ellipse
 from PIL import Image
 
@@ -33,6 +33,8 @@ class SceneConfig:
         object_size: (min, max) longest side of a pasted object, in pixels.
         max_occlusion: largest fraction of an object that later objects may hide.
         clutter: (min, max) unlabelled distractor patches per scene.
+        class_hue: jitter of a class-specific hue (class k has base hue k / 10), as a fraction of the
+            colour circle; None gives every object a random tint (colour carries no class information).
     """
 
     size: int = 128
@@ -40,6 +42,7 @@ class SceneConfig:
     object_size: tuple[int, int] = (24, 64)
     max_occlusion: float = 0.5
     clutter: tuple[int, int] = (0, 2)
+    class_hue: float | None = 0.05
 
 
 @lru_cache(maxsize=1)
@@ -64,10 +67,14 @@ def _crop(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.ndarray:
     return crop[:, ::-1].copy() if rng.random() < 0.5 else crop
 
 
-def _colourise(rng: np.random.Generator, gray: np.ndarray) -> np.ndarray:
-    """(h, w) in [0, 1] -> (h, w, 3): the photo's shading times a random saturated tint."""
-    tint = rng.uniform(0.15, 1.0, size=3)
-    tint /= tint.max()
+def _colourise(rng: np.random.Generator, gray: np.ndarray, label: int, class_hue: float | None) -> np.ndarray:
+    """(h, w) in [0, 1] -> (h, w, 3): the photo's shading times a tint (random, or around the class's hue)."""
+    if class_hue is None:
+        tint = rng.uniform(0.15, 1.0, size=3)
+    else:
+        hue = (label / 10 + rng.uniform(-class_hue, class_hue)) % 1.0
+        tint = hsv2rgb(np.array([[[hue, rng.uniform(0.55, 1.0), 1.0]]]))[0, 0]
+    tint = np.maximum(tint, 1e-3) / max(tint.max(), 1e-3)
     gain = rng.uniform(0.6, 1.0)
     return np.clip(gray[..., None] * tint * gain * 1.3, 0.0, 1.0)
 
@@ -118,7 +125,7 @@ def compose_scene(rng: np.random.Generator, cfg: SceneConfig, objects: np.ndarra
                         for j in range(placed))
         if not hidden_ok:
             continue
-        colour = _colourise(rng, gray)
+        colour = _colourise(rng, gray, int(labels[k]), cfg.class_hue)
         img[ys, xs][m[sub]] = colour[sub][m[sub]]
         cls_map[full] = labels[k] + 1
         inst[full] = placed
