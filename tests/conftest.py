@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 
@@ -14,10 +12,3 @@ def tiny_dataset(tmp_path_factory):
     cfg = EmbeddedConfig(n_train=24, n_val=8, scene=SceneConfig(size=64, object_size=(16, 32)))
     root = tmp_path_factory.mktemp("data")
     return cfg, ensure_embedded(cfg, root)
-
-
-@pytest.fixture(autouse=True)
-def _isolated_root(tmp_path, monkeypatch):
-    """Results caches written by tests go to a temporary folder, never into the checkout."""
-    monkeypatch.setenv("SCRIBBLESEG_TEST_TMP", str(tmp_path))
-    yield

@@ -156,3 +156,14 @@ def test_unknown_names_raise():
         build_backbone("resnet18", 4)
     with pytest.raises(ValueError, match="weights"):
         build_backbone("resnet18", 16, weights="coco")
+
+
+def test_small_cpu_model_shapes_and_width():
+    from scribbleseg.models.build import build_model
+
+    m = build_model("small", 11, width=8)
+    out = m(torch.randn(2, 3, 64, 48))
+    assert m.output_stride == 4 and m.feature_dim == 24
+    assert out["features"].shape == (2, 24, 16, 12) and out["logits"].shape == (2, 11, 16, 12)
+    out["logits"].sum().backward()
+    assert m.stem[0].weight.grad is not None and m.stem[0].weight.grad.abs().sum() > 0

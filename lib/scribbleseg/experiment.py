@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,7 +82,6 @@ def run_experiment(dataset: EmbeddedConfig, variant: ScribbleVariant, cfg: Train
     val_data = load_embedded(dataset, "val")  # evaluation always on the full masks
     log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
         f"variant={dataclasses.asdict(variant)}")
-    t0 = time.time()
     model, history = train(cfg, method, train_data, folder, progress=progress, log=log)
     seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
     metrics = evaluate(model, val_data)

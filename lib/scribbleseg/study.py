@@ -31,17 +31,14 @@ def values(runs: list[RunResult], metric: str = "miou") -> list[float]:
 
 
 def progress_bar():
-    """The tqdm factory for notebooks: widget bars when interactive; under ``scribbleseg.run``
-    (SCRIBBLESEG_BATCH=1) a text bar on the terminal that runs the notebooks, kept out of the
-    notebook's stored outputs."""
+    """The tqdm factory for notebooks: a widget bar per epoch when interactive; None under
+    ``scribbleseg.run`` (SCRIBBLESEG_BATCH=1), where the kernel would store every bar update in the
+    notebook: there the one line per epoch, which carries its own epoch bar, shows progress."""
     import functools
     import os
-    import sys
 
     if os.environ.get("SCRIBBLESEG_BATCH") == "1":
-        from tqdm import tqdm
-
-        return functools.partial(tqdm, file=sys.__stderr__, mininterval=1.0)
+        return None
     from tqdm.auto import tqdm
 
     return functools.partial(tqdm, mininterval=1.0)

@@ -54,12 +54,10 @@ class TrainConfig:
 
 
 def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """The network of ``cfg``, initialised from ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    if cfg.model == "small":
-        from scribbleseg.models.small import SmallSegNet
-
-        return SmallSegNet(num_classes, cfg.width)
-    return build_model(cfg.model, num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride)
+    return build_model(cfg.model, num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
+                       width=cfg.width)
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
@@ -167,7 +165,9 @@ def train(cfg: TrainConfig, method, train_data: SplitData, run_dir: Path,
         _write_csv(run_dir / "metrics.csv", rows)
         _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                       "epoch": epoch, "rows": rows}, ckpt_path)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        done = round(20 * (epoch + 1) / cfg.epochs)
+        log(f"epoch {epoch + 1:>3}/{cfg.epochs} [{'#' * done}{'.' * (20 - done)}] " + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))
     model.eval()
     return model, rows
 

@@ -19,6 +19,7 @@ def build_model(
     backbone: str = "resnet50",
     output_stride: int = 16,
     weights: str | None = None,
+    width: int = 16,
 ) -> SegmentationModel:
     """Build model ``name`` for ``num_classes`` classes.
 
@@ -29,6 +30,7 @@ def build_model(
         output_stride: backbone output stride, 8, 16 or 32.
         weights: None (from scratch) or "imagenet" (backbone only; see
             :func:`~scribbleseg.models.backbones.imagenet_state_dict`).
+        width: channel base of the "small" CPU model (its other arguments do not apply).
 
     Returns:
         A :class:`SegmentationModel` mapping (N, 3, H, W) to ``{"features", "logits"}``.
@@ -49,11 +51,9 @@ def build_model(
             from scribbleseg.models.upernet import UperNet
 
             return UperNet(num_classes, backbone, output_stride, weights)
-        # --- small CPU model: scribbleseg/models/small.py is added by the lead ------------------
         case "small":
             from scribbleseg.models.small import SmallSegNet
 
-            return SmallSegNet(num_classes)
-        # ----------------------------------------------------------------------------------------
+            return SmallSegNet(num_classes, width)
         case _:
             raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
