@@ -169,3 +169,25 @@ def test_results_and_figures_paths(repo):
     assert figures_dir("notebooks/blpseg/t1_ablation.ipynb") == repo / "figures" / "blpseg"
     assert figures_dir("notebooks/01_baselines.ipynb") == repo / "figures"
     assert (repo / "figures" / "blpseg").is_dir()
+
+
+def test_commit_is_dirty_only_for_code_changes(tmp_path):
+    import subprocess
+
+    from scribbleseg.results import _git_commit
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "lib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    sha = _git_commit(tmp_path)
+    assert len(sha) == 40
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}\n')  # an output a run writes itself
+    assert _git_commit(tmp_path) == sha
+    (tmp_path / "lib" / "a.py").write_text("x = 2\n")  # a code change
+    assert _git_commit(tmp_path) == sha + "+dirty"

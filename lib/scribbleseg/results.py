@@ -51,13 +51,18 @@ class Table:
         return {"name": self.name, "metric": self.metric, "rows": [dict(r) for r in self.rows]}
 
 
+CODE_PATHS = ("lib", "params", "pyproject.toml", "Makefile", "environment.yml")
+
+
 def _git_commit(root: Path) -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        # "+dirty": uncommitted changes to code or params. The outputs a run writes itself
+        # (notebooks' stored outputs, results/, figures/) do not count.
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("+dirty" if dirty else "")

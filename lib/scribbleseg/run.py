@@ -55,6 +55,8 @@ def scrub(path: Path) -> None:
     for key in VOLATILE_NB:
         nb.metadata.get("papermill", {}).pop(key, None)
     for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a random id on every run
         cell.metadata.pop("execution", None)
         for key in VOLATILE_CELL:
             cell.metadata.get("papermill", {}).pop(key, None)
