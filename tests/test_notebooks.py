@@ -17,7 +17,7 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_params_files_validate(nb, profile):
     load_params(nb, profile, ROOT / "params")
 

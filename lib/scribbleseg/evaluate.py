@@ -25,13 +25,28 @@ def predict_split(model: torch.nn.Module, data: SplitData, device=None, batch_si
     return np.concatenate(preds)
 
 
-def evaluate(model: torch.nn.Module, data: SplitData, device=None, band: int = 8, **predict_kw) -> dict:
-    """Returns dict(miou, per_class_iou (list, NaN -> None), pixel_accuracy, border_error_rate,
-    interior_error_rate, border_share_of_errors). IoUs in percent, error rates as fractions."""
-    pred = predict_split(model, data, device, **predict_kw)
-    meter = ConfusionMeter(data.num_classes)
-    meter.update(pred, data.masks)
+def evaluate(model: torch.nn.Module, data, device=None, band: int = 8, **predict_kw) -> dict:
+    """Evaluate on an in-memory split or on a Dataset of item dicts (images of any size, one at a time;
+    "image" (3, H, W) normalised float, "mask" (H, W)).
+
+    Returns dict(miou, per_class_iou (list, NaN -> None), pixel_accuracy, num_classes) and, for
+    in-memory splits, border_error_rate, interior_error_rate, border_share_of_errors.
+    IoUs in percent, error rates as fractions.
+    """
+    from scribbleseg.inference import predict
+
+    meter = ConfusionMeter(len(data.class_names))
+    extra = {}
+    if isinstance(data, SplitData):
+        pred = predict_split(model, data, device, **predict_kw)
+        meter.update(pred, data.masks)
+        extra = {k: float(v) for k, v in border_band_errors(pred, data.masks, band=band).items()}
+    else:
+        device = torch.device(device or next(model.parameters()).device)
+        for item in data:
+            probs = predict(model, item["image"][None].to(device), **predict_kw)  # (1, K, H, W)
+            meter.update(probs.argmax(1)[0].cpu(), item["mask"])
     out = {"miou": float(meter.miou()), "pixel_accuracy": float(meter.pixel_accuracy()),
-           "per_class_iou": [None if np.isnan(v) else float(v) for v in meter.per_class_iou()]}
-    out.update({k: float(v) for k, v in border_band_errors(pred, data.masks, band=band).items()})
-    return out
+           "per_class_iou": [None if np.isnan(v) else float(v) for v in meter.per_class_iou()],
+           "num_classes": len(data.class_names)}
+    return {**out, **extra}

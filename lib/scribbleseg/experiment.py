@@ -23,16 +23,50 @@ from scribbleseg.evaluate import evaluate
 from scribbleseg.train import TrainConfig, make_model, train
 
 CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
+_OPTIONAL_TRAIN_FIELDS = ("weights",)  # added after version 1: enter the key only when set
+
+
+@dataclasses.dataclass(frozen=True)
+class VOCData:
+    """PASCAL VOC 2012 + SBD + ScribbleSup (see :mod:`scribbleseg.data.voc`) as an experiment's dataset.
+
+    Attributes:
+        root: folder holding ``VOC2012/`` and ``scribble_annotation/pascal_2012/``.
+        train_split, val_split: ImageSets/Segmentation lists. crop, scale: RandomScaleCropFlip.
+    """
+
+    root: str
+    train_split: str = "trainaug"
+    val_split: str = "val"
+    crop: int = 321
+    scale: tuple[float, float] = (0.5, 2.0)
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return "voc-" + hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVariant = ScribbleVariant()):
+    """The training ("train") or evaluation ("val") data of an experiment's dataset."""
+    if isinstance(dataset, EmbeddedConfig):
+        return load_embedded(dataset, split, variant)
+    from scribbleseg.data.voc import Normalize, RandomScaleCropFlip, VOCScribbleDataset
+
+    if split == "train":
+        return VOCScribbleDataset(dataset.root, dataset.train_split, dataclasses.replace(variant, clip=False),
+                                  transform=RandomScaleCropFlip(dataset.crop, tuple(dataset.scale)))
+    return VOCScribbleDataset(dataset.root, dataset.val_split, transform=Normalize(), with_scribbles=False)
 
 
 def _method_spec(method) -> dict:
     return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **dataclasses.asdict(method)}
 
 
-def experiment_key(dataset: EmbeddedConfig, variant: ScribbleVariant, cfg: TrainConfig, method) -> tuple[str, dict]:
+def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method) -> tuple[str, dict]:
     """(key, resolved configuration) of an experiment."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _OPTIONAL_TRAIN_FIELDS or v is not None}
     spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": dataclasses.asdict(variant),
-            "train": dataclasses.asdict(cfg), "method": _method_spec(method)}
+            "train": train, "method": _method_spec(method)}
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], spec
 
 
@@ -54,9 +88,10 @@ class RunResult:
     seconds: float
     cached: bool
 
-    def load_model(self, num_classes: int = len(EMBEDDED_CLASSES)) -> torch.nn.Module:
+    def load_model(self) -> torch.nn.Module:
         """The trained network, in eval mode on CPU."""
-        model = make_model(TrainConfig(**self.spec["train"]), num_classes)
+        num_classes = self.metrics.get("num_classes", len(EMBEDDED_CLASSES))
+        model = make_model(TrainConfig(**{**self.spec["train"], "weights": None}), num_classes)
         model.load_state_dict(torch.load(self.folder / "model.pt", map_location="cpu", weights_only=True))
         return model.eval()
 
@@ -67,9 +102,9 @@ def cache_root() -> Path:
     return repo_root() / "results" / "cache"
 
 
-def run_experiment(dataset: EmbeddedConfig, variant: ScribbleVariant, cfg: TrainConfig, method,
+def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
                    progress=None, log=print, root: Path | None = None) -> RunResult:
-    """Train and evaluate on the embedded benchmark, or return the cached result."""
+    """Train and evaluate (embedded benchmark or VOC), or return the cached result."""
     key, spec = experiment_key(dataset, variant, cfg, method)
     folder = Path(root or cache_root()) / key
     done = folder / "result.json"
@@ -78,8 +113,8 @@ def run_experiment(dataset: EmbeddedConfig, variant: ScribbleVariant, cfg: Train
         return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
-    train_data = load_embedded(dataset, "train", variant)
-    val_data = load_embedded(dataset, "val")  # evaluation always on the full masks
+    train_data = load_data(dataset, "train", variant)
+    val_data = load_data(dataset, "val")  # evaluation always on the full masks
     log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
         f"variant={dataclasses.asdict(variant)}")
     model, history = train(cfg, method, train_data, folder, progress=progress, log=log)

@@ -119,9 +119,9 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
 
 
 def _out_root(profile: str) -> Path:
-    """Committed outputs for the ``cpu`` and ``paper`` profiles; ``build/<profile>/`` for the others
-    (smoke runs in tests must not overwrite the committed results and figures)."""
-    return repo_root() if profile in ("cpu", "paper") else repo_root() / "build" / profile
+    """Committed outputs for the ``cpu`` profile; ``build/<profile>/`` for the others (smoke runs in
+    tests and a user's paper runs must not overwrite the committed results and figures)."""
+    return repo_root() if profile == "cpu" else repo_root() / "build" / profile
 
 
 def results_path(notebook_path: str | os.PathLike, profile: str = "cpu") -> Path:

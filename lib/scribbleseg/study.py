@@ -18,6 +18,21 @@ def train_config(seed: int, **kw) -> TrainConfig:
     return TrainConfig(seed=seed, **kw)
 
 
+def dataset_from_params(data: str, dataset, voc):
+    """The experiment dataset a notebook's params name: "embedded" (knobs in ``dataset``) or "voc"
+    (``voc`` holds the fields of :class:`~scribbleseg.experiment.VOCData`)."""
+    from scribbleseg.config import thaw
+    from scribbleseg.data.embedded import embedded_config
+    from scribbleseg.experiment import VOCData
+
+    if data == "embedded":
+        return embedded_config(**thaw(dataset))
+    if data == "voc":
+        v = thaw(voc)
+        return VOCData(**{**v, "scale": tuple(v.get("scale", (0.5, 2.0)))})
+    raise ValueError(f"data must be 'embedded' or 'voc', got {data!r}")
+
+
 def run_seeds(dataset: EmbeddedConfig, variant: ScribbleVariant, method, seeds, train: dict,
               progress=None, log=print) -> list[RunResult]:
     """One run per seed (each from the cache when it exists)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from scribbleseg.data.folder import SplitData
 from scribbleseg.models.build import build_model
@@ -34,8 +35,9 @@ class TrainConfig:
         optimizer: "adamw" or "sgd" (momentum 0.9). lr, weight_decay: as usual.
         schedule: "onecycle" (linear warm-up then cosine, the default), "poly" (power 0.9) or "constant".
         warmup: fraction of the steps spent warming up (onecycle).
-        flip: random horizontal flips.
+        flip: random horizontal flips (in-memory splits; a Dataset brings its own transform).
         seed: seeds the initialisation, the batch order and the flips.
+        weights: None (from scratch) or "imagenet" (torchvision backbone weights; not for model="small").
     """
 
     model: str = "small"
@@ -51,13 +53,14 @@ class TrainConfig:
     warmup: float = 0.1
     flip: bool = True
     seed: int = 0
+    weights: str | None = None
 
 
 def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     """The network of ``cfg``, initialised from ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
     return build_model(cfg.model, num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
-                       width=cfg.width)
+                       weights=cfg.weights, width=cfg.width)
 
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
@@ -96,19 +99,42 @@ def to_batch(data: SplitData, idx: np.ndarray, flips: np.ndarray | None, device:
             "index": torch.from_numpy(idx)}
 
 
+def epoch_batches(data, cfg: TrainConfig, epoch: int, order: np.ndarray, flips: np.ndarray,
+                  device: torch.device, workers: int = 0):
+    """The batches of one epoch, all drawn from (seed, epoch): deterministic and resumable.
+
+    In-memory splits are cut in ``order`` with ``flips``; a Dataset goes through a DataLoader whose
+    shuffling generator is seeded from (seed, epoch) (its transform draws from torch's RNG, which
+    ``train`` seeds per epoch; with workers > 0 each worker is seeded by the DataLoader).
+    """
+    steps = max(1, len(data) // cfg.batch_size)
+    if isinstance(data, SplitData):
+        for s in range(steps):
+            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            yield to_batch(data, idx, flips[idx], device)
+        return
+    from scribbleseg.data.voc import collate
+
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                        collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    for batch in loader:
+        yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def _save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, method, train_data: SplitData, run_dir: Path,
-          progress=None, device: str | torch.device | None = None, log=print) -> tuple[torch.nn.Module, list[dict]]:
+def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Path, progress=None,
+          device: str | torch.device | None = None, log=print, workers: int = 0) -> tuple[torch.nn.Module, list[dict]]:
     """Train ``method`` under ``cfg``; checkpoint and log into ``run_dir``; resume if a checkpoint exists.
 
     Args:
         cfg: hyperparameters. method: object with ``losses(model, batch) -> dict``.
-        train_data: the training split in memory.
+        train_data: the training split in memory (the embedded set), or a Dataset of item dicts of one
+            size (e.g. VOC with RandomScaleCropFlip), read through a DataLoader with ``workers`` processes.
         run_dir: folder for ``ckpt.pt`` and ``metrics.csv``.
         progress: a tqdm-like factory (``progress(total=..., desc=...)``), e.g. ``tqdm.auto.tqdm``; None = silent bar.
         device: torch device (default: CUDA if available, else CPU).
@@ -120,9 +146,9 @@ def train(cfg: TrainConfig, method, train_data: SplitData, run_dir: Path,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    n = len(train_data.ids)
+    n = len(train_data)
     steps_per_epoch = max(1, n // cfg.batch_size)
-    model = make_model(cfg, train_data.num_classes).to(device)
+    model = make_model(cfg, len(train_data.class_names)).to(device)
     opt, sched = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     rows, start = [], 0
@@ -136,13 +162,11 @@ def train(cfg: TrainConfig, method, train_data: SplitData, run_dir: Path,
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(n)
-        flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, dtype=bool)
+        flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, dtype=bool)  # (in-memory splits)
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and any sampling inside methods
         sums, t0 = {}, time.time()
         bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
-        for s in range(steps_per_epoch):
-            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            batch = to_batch(train_data, idx, flips[idx], device)
+        for s, batch in enumerate(epoch_batches(train_data, cfg, epoch, order, flips, device, workers)):
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 terms = method.losses(model, batch)
             loss = sum(terms.values())

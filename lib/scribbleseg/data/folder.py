@@ -48,6 +48,9 @@ class SplitData:
     strokes: list[list[Stroke]]
     class_names: tuple[str, ...]
 
+    def __len__(self) -> int:
+        return len(self.ids)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

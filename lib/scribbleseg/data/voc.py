@@ -208,6 +208,16 @@ class RandomScaleCropFlip:
         return out
 
 
+class Normalize:
+    """Evaluation transform: uint8 image (3, H, W) -> float32 normalised with ``mean`` / ``std``; labels as is."""
+
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def __call__(self, item: dict) -> dict:
+        return {**item, "image": (item["image"].float() / 255 - self.mean) / self.std}
+
+
 def collate(batch: list[dict]) -> dict:
     """Batch item dicts: tensors of one shape are stacked, anything else (ids, sizes that differ) is listed."""
     out = {}

@@ -1,0 +1,46 @@
+"""The `paper` path: the papers' configuration trains and evaluates on a tiny VOC-format fixture."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from scribbleseg.config import thaw
+from scribbleseg.data.folder import ScribbleVariant
+from scribbleseg.experiment import VOCData, load_data, run_experiment
+from scribbleseg.methods import PartialCE
+from scribbleseg.study import train_config
+from test_voc import voc  # noqa: F401  (the fixture: a 3-image VOC + ScribbleSup tree)
+
+
+def test_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_path):  # noqa: F811
+    paper = yaml.safe_load(open("params/paper/01_baselines.yaml"))
+    train = dict(paper["train"])
+    assert (train["model"], train["backbone"], train["output_stride"]) == ("deeplabv2", "resnet101", 8)
+    train.update(epochs=2, batch_size=2, weights=None)  # 3 images, batch 2: one iteration per epoch
+    data = VOCData(str(voc.root), train_split="trainaug", val_split="val", crop=65)
+    cfg = train_config(0, **train)
+    r = run_experiment(data, ScribbleVariant(), cfg, PartialCE(), log=lambda *_: None, root=tmp_path)
+    assert [h["epoch"] for h in r.history] == [1, 2] and all(torch.isfinite(torch.tensor(h["ce"])) for h in r.history)
+    assert r.metrics["num_classes"] == 21 and 0.0 <= r.metrics["miou"] <= 100.0
+    assert "border_error_rate" not in r.metrics  # variable-size images: no border analysis
+    model = r.load_model()
+    assert model.output_stride == 8
+    spec = json.loads((r.folder / "config.json").read_text())
+    assert spec["train"]["optimizer"] == "sgd" and spec["dataset"].startswith("voc-")
+
+
+def test_voc_batches_are_fixed_size_and_normalised(voc):  # noqa: F811
+    train = load_data(VOCData(str(voc.root), crop=33), "train")
+    item = train[0]
+    assert item["image"].shape == (3, 33, 33) and item["image"].dtype == torch.float32
+    assert item["scribble"].shape == (33, 33)
+    val = load_data(VOCData(str(voc.root)), "val")
+    v = val[0]
+    assert "scribble" not in v and v["image"].dtype == torch.float32
+    assert v["image"].shape[-2:] == v["mask"].shape
+
+
+def test_missing_voc_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="VOC2012"):
+        load_data(VOCData(str(tmp_path / "nowhere")), "train")
