@@ -99,15 +99,15 @@ def to_batch(data: SplitData, idx: np.ndarray, flips: np.ndarray | None, device:
             "index": torch.from_numpy(idx)}
 
 
-def epoch_batches(data, cfg: TrainConfig, epoch: int, order: np.ndarray, flips: np.ndarray,
+def epoch_batches(data, cfg: TrainConfig, epoch: int, steps: int, order: np.ndarray, flips: np.ndarray,
                   device: torch.device, workers: int = 0):
     """The batches of one epoch, all drawn from (seed, epoch): deterministic and resumable.
 
     In-memory splits are cut in ``order`` with ``flips``; a Dataset goes through a DataLoader whose
     shuffling generator is seeded from (seed, epoch) (its transform draws from torch's RNG, which
     ``train`` seeds per epoch; with workers > 0 each worker is seeded by the DataLoader).
+    Both yield ``steps`` batches: full ones, or one short batch when the data are smaller than a batch.
     """
-    steps = max(1, len(data) // cfg.batch_size)
     if isinstance(data, SplitData):
         for s in range(steps):
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
@@ -115,7 +115,8 @@ def epoch_batches(data, cfg: TrainConfig, epoch: int, order: np.ndarray, flips: 
         return
     from scribbleseg.data.voc import collate
 
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=workers,
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
+                        num_workers=workers,
                         collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
     for batch in loader:
         yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -166,7 +167,7 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and any sampling inside methods
         sums, t0 = {}, time.time()
         bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
-        for s, batch in enumerate(epoch_batches(train_data, cfg, epoch, order, flips, device, workers)):
+        for s, batch in enumerate(epoch_batches(train_data, cfg, epoch, steps_per_epoch, order, flips, device, workers)):
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 terms = method.losses(model, batch)
             loss = sum(terms.values())

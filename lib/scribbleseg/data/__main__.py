@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
-from scribbleseg.config import notebook_parameters, repo_root
+from scribbleseg.config import load_params, notebook_parameters, repo_root
 from scribbleseg.data.embedded import embedded_config, ensure_embedded
 
 
@@ -15,8 +13,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     root = repo_root()
     nb = root / "notebooks" / "00_dataset.ipynb"
-    params = notebook_parameters(nb)
-    params.update(yaml.safe_load((root / "params" / args.profile / "00_dataset.yaml").read_text()) or {})
+    params = {**notebook_parameters(nb), **load_params(nb, args.profile, root / "params")}  # validated
     path = ensure_embedded(embedded_config(**params["dataset"]))
     print(f"embedded dataset ({args.profile}): {path}")
 
