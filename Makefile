@@ -30,11 +30,17 @@ data: env fashion
 reproduce: env fashion
 	$(PY) -m scribbleseg.run --profile $(PROFILE)
 
+# nbval re-executes the smoke notebooks with a fresh results cache and dataset, so that a changed
+# loss, metric or generator shows up (the cache key does not hash the code).
 test: env fashion
-	$(PY) -m pytest tests --nbval --nbval-current-env -q
+	rm -rf build/test
+	SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
+	  $(PY) -m pytest tests --nbval --nbval-current-env -q
 
 references: env fashion
-	$(PY) -m scribbleseg.run --profile smoke --refresh-references --force
+	rm -rf build/test
+	SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
+	  $(PY) -m scribbleseg.run --profile smoke --refresh-references --force
 
 clean-cache:
 	rm -rf results/cache build

@@ -85,3 +85,22 @@ def test_bad_optimizer_and_schedule_named(split, tmp_path):
         train(TrainConfig(**{**CFG.__dict__, "schedule": "cos"}), PartialCE(), split, tmp_path / "s")
     with pytest.raises(ValueError, match="target"):
         PartialCE("masks")
+
+
+def test_evaluate_with_crf_and_multiscale(split, tmp_path):
+    pytest.importorskip("pydensecrf")
+    from scribbleseg.crf import dense_crf
+    from scribbleseg.evaluate import evaluate, predict_split
+    from scribbleseg.inference import predict
+    from scribbleseg.train import to_batch
+
+    model, _ = train(CFG, PartialCE("mask"), split, tmp_path / "m", log=lambda *_: None)
+    plain = evaluate(model, split)
+    refined = evaluate(model, split, crf=True, scales=(0.75, 1.0), flip=True)
+    for m in (plain, refined):
+        assert 0 <= m["miou"] <= 100 and m["num_classes"] == len(EMBEDDED_CLASSES)
+    # the CRF path is the argmax of dense_crf on the image and the multi-scale probabilities
+    labels = predict_split(model, split, crf=True, scales=(0.75, 1.0), flip=True)
+    probs = predict(model, to_batch(split, np.arange(1), None, torch.device("cpu"))["image"], (0.75, 1.0), True)
+    expect = dense_crf(split.images[0], probs[0].numpy()).argmax(0)
+    assert np.array_equal(labels[0], expect)

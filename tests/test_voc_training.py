@@ -44,3 +44,14 @@ def test_voc_batches_are_fixed_size_and_normalised(voc):  # noqa: F811
 def test_missing_voc_folder_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="VOC2012"):
         load_data(VOCData(str(tmp_path / "nowhere")), "train")
+
+
+def test_evaluate_voc_dataset_with_crf(voc):  # noqa: F811
+    pytest.importorskip("pydensecrf")
+    from scribbleseg.evaluate import evaluate
+    from scribbleseg.models.build import build_model
+
+    model = build_model("small", 21, width=4).eval()
+    val = load_data(VOCData(str(voc.root)), "val")
+    plain, refined = evaluate(model, val), evaluate(model, val, crf=True)
+    assert plain["num_classes"] == 21 and 0 <= refined["miou"] <= 100

@@ -97,9 +97,14 @@ class RunResult:
 
 
 def cache_root() -> Path:
+    """``$SCRIBBLESEG_CACHE`` if set (``make test`` points it at a fresh folder, so that the nbval runs
+    retrain with the current code), else ``<repo>/results/cache``. The key does not hash the code:
+    after changing a loss or the engine, clear the cache (``make clean-cache``) or bump CACHE_VERSION."""
+    import os
+
     from scribbleseg.config import repo_root
 
-    return repo_root() / "results" / "cache"
+    return Path(os.environ.get("SCRIBBLESEG_CACHE") or repo_root() / "results" / "cache")
 
 
 def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,

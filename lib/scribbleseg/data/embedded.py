@@ -110,10 +110,10 @@ def build_embedded(root: Path, cfg: EmbeddedConfig, workers: int | None = None) 
 
 def ensure_embedded(cfg: EmbeddedConfig, data_root: Path | None = None) -> Path:
     """Return ``<data_root>/embedded-<key>``, building it first if it is missing or half-built."""
-    if data_root is None:
+    if data_root is None:  # $SCRIBBLESEG_DATA (make test: a fresh folder) or <repo>/data
         from scribbleseg.config import repo_root
 
-        data_root = repo_root() / "data"
+        data_root = os.environ.get("SCRIBBLESEG_DATA") or repo_root() / "data"
     final = Path(data_root) / f"embedded-{cfg.key()}"
     if (final / "meta.json").exists():
         return final
