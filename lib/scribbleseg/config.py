@@ -20,6 +20,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,6 +97,11 @@ def thaw(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(thaw(v) for v in obj)
     return obj
+
+
+def stable_hash(obj: Any, length: int = 10) -> str:
+    """Short SHA-1 of ``obj`` as sorted-key JSON: the names of dataset folders and cached runs."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def repo_root() -> Path:

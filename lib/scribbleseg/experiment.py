@@ -9,13 +9,13 @@ A killed run resumes from its last epoch on the next call.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from scribbleseg.config import stable_hash
 from scribbleseg.constants import EMBEDDED_CLASSES
 from scribbleseg.data.embedded import EmbeddedConfig, ensure_embedded
 from scribbleseg.data.folder import ScribbleVariant, SplitData, load_split
@@ -42,8 +42,7 @@ class VOCData:
     scale: tuple[float, float] = (0.5, 2.0)
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return "voc-" + hashlib.sha1(blob.encode()).hexdigest()[:10]
+        return "voc-" + stable_hash(dataclasses.asdict(self))
 
 
 def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVariant = ScribbleVariant()):
@@ -67,7 +66,7 @@ def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _OPTIONAL_TRAIN_FIELDS or v is not None}
     spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": dataclasses.asdict(variant),
             "train": train, "method": _method_spec(method)}
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], spec
+    return stable_hash(spec, 16), spec
 
 
 @lru_cache(maxsize=8)

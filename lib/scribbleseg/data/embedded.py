@@ -7,7 +7,6 @@ hash of the configuration) and returns the folder; a half-built folder is never 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -41,8 +40,9 @@ class EmbeddedConfig:
 
     def key(self) -> str:
         """Short stable hash of the configuration (names the dataset folder)."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+        from scribbleseg.config import stable_hash
+
+        return stable_hash(dataclasses.asdict(self))
 
 
 def embedded_config(**kw) -> EmbeddedConfig:
