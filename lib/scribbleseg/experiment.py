@@ -61,11 +61,14 @@ def _method_spec(method) -> dict:
     return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **dataclasses.asdict(method)}
 
 
-def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method) -> tuple[str, dict]:
-    """(key, resolved configuration) of an experiment."""
+def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
+                   init: str | None = None) -> tuple[str, dict]:
+    """(key, resolved configuration) of an experiment; ``init`` is the key of the run it starts from."""
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _OPTIONAL_TRAIN_FIELDS or v is not None}
     spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": dataclasses.asdict(variant),
             "train": train, "method": _method_spec(method)}
+    if init is not None:
+        spec["init"] = init
     return stable_hash(spec, 16), spec
 
 
@@ -107,9 +110,12 @@ def cache_root() -> Path:
 
 
 def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
-                   progress=None, log=print, root: Path | None = None) -> RunResult:
-    """Train and evaluate (embedded benchmark or VOC), or return the cached result."""
-    key, spec = experiment_key(dataset, variant, cfg, method)
+                   progress=None, log=print, root: Path | None = None, init: RunResult | None = None) -> RunResult:
+    """Train and evaluate (embedded benchmark or VOC), or return the cached result.
+
+    ``init``: a finished run whose model this one starts from (the second stage of two-stage
+    training); its key enters this run's key."""
+    key, spec = experiment_key(dataset, variant, cfg, method, init.key if init is not None else None)
     folder = Path(root or cache_root()) / key
     done = folder / "result.json"
     if done.exists():
@@ -121,7 +127,8 @@ def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
     val_data = load_data(dataset, "val")  # evaluation always on the full masks
     log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
         f"variant={dataclasses.asdict(variant)}")
-    model, history = train(cfg, method, train_data, folder, progress=progress, log=log)
+    init_state = None if init is None else torch.load(init.folder / "model.pt", map_location="cpu", weights_only=True)
+    model, history = train(cfg, method, train_data, folder, progress=progress, log=log, init_state=init_state)
     seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
     metrics = evaluate(model, val_data)
     torch.save(model.state_dict(), folder / "model.pt")

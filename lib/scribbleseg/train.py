@@ -87,13 +87,14 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
 
 
 def to_batch(data: SplitData, idx: np.ndarray, flips: np.ndarray | None, device: torch.device) -> dict:
-    """Cut a batch: image (N, 3, H, W) float normalised, scribble / mask (N, H, W) long, index (N,)."""
+    """Cut a batch: image (N, 3, H, W) float normalised, rgb (N, 3, H, W) float colours on 0-255 (for
+    affinities), scribble / mask (N, H, W) long, index (N,)."""
     img, mask, scrib = data.images[idx], data.masks[idx], data.scribbles[idx]
     if flips is not None and flips.any():
         img, mask, scrib = img.copy(), mask.copy(), scrib.copy()
         img[flips], mask[flips], scrib[flips] = img[flips, :, ::-1], mask[flips, :, ::-1], scrib[flips, :, ::-1]
     image = torch.from_numpy(np.ascontiguousarray(img)).permute(0, 3, 1, 2).float().div(255)  # (N, 3, H, W)
-    return {"image": ((image - MEAN) / STD).to(device),
+    return {"image": ((image - MEAN) / STD).to(device), "rgb": (image * 255).to(device),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long().to(device),
             "scribble": torch.from_numpy(np.ascontiguousarray(scrib)).long().to(device),
             "index": torch.from_numpy(idx)}
@@ -129,7 +130,8 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Path, progress=None,
-          device: str | torch.device | None = None, log=print, workers: int = 0) -> tuple[torch.nn.Module, list[dict]]:
+          device: str | torch.device | None = None, log=print, workers: int = 0,
+          init_state: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train ``method`` under ``cfg``; checkpoint and log into ``run_dir``; resume if a checkpoint exists.
 
     Args:
@@ -140,6 +142,8 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
         progress: a tqdm-like factory (``progress(total=..., desc=...)``), e.g. ``tqdm.auto.tqdm``; None = silent bar.
         device: torch device (default: CUDA if available, else CPU).
         log: one printed line per epoch goes through this.
+        init_state: weights to start from (two-stage training: stage 2 starts from stage 1's model);
+            a checkpoint in ``run_dir`` takes precedence (resume).
 
     Returns:
         (trained model in eval mode, metrics rows: one dict per epoch with the mean of each loss term).
@@ -150,6 +154,8 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
     n = len(train_data)
     steps_per_epoch = max(1, n // cfg.batch_size)
     model = make_model(cfg, len(train_data.class_names)).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     opt, sched = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     rows, start = [], 0

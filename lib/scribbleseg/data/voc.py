@@ -173,7 +173,8 @@ class RandomScaleCropFlip:
     ``crop`` (0 on the normalised image, i.e. the mean colour; 255 on labels), takes a random
     ``crop`` x ``crop`` window and flips it horizontally with probability 0.5 if ``flip``.
 
-    Returns a new dict: "image" (3, crop, crop) float32, labels (crop, crop) int64, other keys as is.
+    Returns a new dict: "image" (3, crop, crop) float32, "rgb" (3, crop, crop) its colours on 0-255,
+    labels (crop, crop) int64, other keys as is.
     Randomness comes from ``generator`` (a torch.Generator) or torch's global RNG (seeded per
     DataLoader worker).
     """
@@ -202,7 +203,8 @@ class RandomScaleCropFlip:
         left = int(self._rand() * (img.shape[2] - self.crop + 1))
         flip = self.flip and self._rand() < 0.5
         out = dict(item)
-        for k, v in [("image", img), *labs.items()]:
+        rgb = (img * self.std + self.mean) * 255  # colours on 0-255 (padding = the mean colour), for affinities
+        for k, v in [("image", img), ("rgb", rgb), *labs.items()]:
             v = v[..., top:top + self.crop, left:left + self.crop]
             out[k] = (v.flip(-1) if flip else v).contiguous()
         return out
@@ -215,7 +217,7 @@ class Normalize:
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
     def __call__(self, item: dict) -> dict:
-        return {**item, "image": (item["image"].float() / 255 - self.mean) / self.std}
+        return {**item, "image": (item["image"].float() / 255 - self.mean) / self.std, "rgb": item["image"].float()}
 
 
 def collate(batch: list[dict]) -> dict:

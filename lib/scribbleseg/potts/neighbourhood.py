@@ -1,0 +1,123 @@
+"""Neighbourhood systems and affinities for the Potts term sum_{ij in N} w_ij P(y_i, y_j).
+
+Potts relaxations and soft self-labeling (CVPR 2025), Eq. (4) and (6), Sec. 3.3 and App. C:
+
+    w_ij = exp(-||I_i - I_j||^2 / (2 sigma_rgb^2))                              NN (4-neighbour grid)
+    w_ij = exp(-||I_i - I_j||^2 / (2 sigma_rgb^2) - ||x_i - x_j||^2 / (2 sigma_xy^2))   DN (dense, bilateral)
+
+with colours I on 0-255 (sigma_rgb = 9 on VOC) and positions x in input pixels (sigma_xy = 100 on
+VOC, "bandwidth 100"). Each unordered pair {i, j} counts once.
+
+Both work on the grid of the network's logits: a (H, W) grid at ``stride`` input pixels per cell,
+whose colours are the input image average-pooled by ``stride``. At stride 4 of a 128 x 128 image,
+M = 32 * 32 = 1024 cells and the dense M x M kernel is exact (4 MB per image). For VOC-size inputs
+(M ~ 10^4) the dense kernel does not fit; the paper uses bilateral filtering (a permutohedral-lattice
+approximation) there, which we do not implement: DN raises for M > ``MAX_DENSE``.
+
+Written by hand (not with a library) because the pairwise sums must stay differentiable in y for
+every relaxation of :mod:`scribbleseg.losses.potts_relaxations`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from scribbleseg.losses.potts_relaxations import check_name, from_gram, potts
+
+MAX_DENSE = 4096
+
+
+def pool_colours(rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Colours of the (h, w) grid: rgb (N, 3, H, W) on 0-255 average-pooled to (N, 3, h, w)."""
+    if tuple(rgb.shape[-2:]) == tuple(size):
+        return rgb
+    return F.adaptive_avg_pool2d(rgb, size)
+
+
+def grid_affinities(rgb: torch.Tensor, sigma_rgb: float) -> torch.Tensor:
+    """4-neighbour (NN) affinities.
+
+    Args:
+        rgb: (N, 3, H, W) colours on 0-255.
+        sigma_rgb: colour bandwidth.
+
+    Returns:
+        w (N, 2, H, W): w[:, 0, r, c] links (r, c)-(r, c+1), w[:, 1, r, c] links (r, c)-(r+1, c);
+        the last column of channel 0 and the last row of channel 1 are 0 (no neighbour).
+    """
+    n, _, h, w = rgb.shape
+    out = rgb.new_zeros(n, 2, h, w)
+    dx = ((rgb[..., :, 1:] - rgb[..., :, :-1]) ** 2).sum(1)  # (N, H, W-1)
+    dy = ((rgb[..., 1:, :] - rgb[..., :-1, :]) ** 2).sum(1)  # (N, H-1, W)
+    out[:, 0, :, :-1] = torch.exp(-dx / (2 * sigma_rgb ** 2))  # w_ij = exp(-||I_i - I_j||^2 / 2 sigma^2)
+    out[:, 1, :-1, :] = torch.exp(-dy / (2 * sigma_rgb ** 2))
+    return out
+
+
+def grid_pairwise(y: torch.Tensor, w: torch.Tensor, name: str) -> torch.Tensor:
+    """sum_{ij in NN} w_ij P_name(y_i, y_j) per image.
+
+    Args:
+        y: (N, K, H, W) distributions. w: (N, 2, H, W) from :func:`grid_affinities`.
+        name: relaxation (see :mod:`scribbleseg.losses.potts_relaxations`).
+
+    Returns:
+        (N,) sums over the 2HW - H - W edges of each image.
+    """
+    check_name(name)
+    right = potts(y[..., :, :-1], y[..., :, 1:], name) * w[:, 0, :, :-1]  # (N, H, W-1)
+    down = potts(y[..., :-1, :], y[..., 1:, :], name) * w[:, 1, :-1, :]   # (N, H-1, W)
+    return right.flatten(1).sum(1) + down.flatten(1).sum(1)
+
+
+def dense_affinities(rgb: torch.Tensor, sigma_rgb: float, sigma_xy: float, stride: float = 1.0) -> torch.Tensor:
+    """Dense bilateral (DN) affinities between all cells of the grid.
+
+    Args:
+        rgb: (N, 3, H, W) colours of the grid cells on 0-255.
+        sigma_rgb, sigma_xy: colour and spatial bandwidths (sigma_xy in input pixels).
+        stride: input pixels per grid cell (positions are cell centres times ``stride``).
+
+    Returns:
+        W (N, M, M), M = H * W, symmetric, zero diagonal.
+    """
+    n, _, h, w = rgb.shape
+    m = h * w
+    if m > MAX_DENSE:
+        raise ValueError(f"dense neighbourhood on a {h}x{w} grid needs a {m}x{m} kernel per image; "
+                         f"the limit is M = {MAX_DENSE}: use neighbourhood='grid' or a coarser grid")
+    colour = rgb.flatten(2).transpose(1, 2)                                  # (N, M, 3)
+    ys, xs = torch.meshgrid(torch.arange(h, device=rgb.device), torch.arange(w, device=rgb.device), indexing="ij")
+    pos = torch.stack([ys, xs], -1).reshape(m, 2).to(rgb.dtype) * stride     # (M, 2)
+    d_rgb = torch.cdist(colour, colour) ** 2                                 # (N, M, M)
+    d_xy = torch.cdist(pos, pos) ** 2                                        # (M, M)
+    k = torch.exp(-d_rgb / (2 * sigma_rgb ** 2) - d_xy / (2 * sigma_xy ** 2))  # bilateral w_ij
+    return k * (1 - torch.eye(m, dtype=k.dtype, device=k.device))             # no self-pairs
+
+
+def dense_pairwise(y: torch.Tensor, kernel: torch.Tensor, name: str) -> torch.Tensor:
+    """sum_{i<j} W_ij P_name(y_i, y_j) per image over the dense neighbourhood.
+
+    Bi-linear and quadratic take the fast path through W Y (no M x M x K work):
+    sum_{i<j} W_ij (1 - y_i.y_j) = (sum W - tr Y^T W Y) / 2 and
+    sum_{i<j} W_ij ||y_i - y_j||^2 / 2 = (sum_i d_i ||y_i||^2 - tr Y^T W Y) / 2, d = W 1.
+    The other relaxations evaluate the Gram matrix Y Y^T (N, M, M).
+
+    Args:
+        y: (N, K, H, W) distributions. kernel: (N, M, M) from :func:`dense_affinities`.
+
+    Returns:
+        (N,) sums over unordered pairs.
+    """
+    check_name(name)
+    flat = y.flatten(2).transpose(1, 2)                     # (N, M, K)
+    pp = (flat * flat).sum(-1)                              # (N, M)  ||y_i||^2
+    if name in ("BL", "Q"):
+        wy = torch.bmm(kernel, flat)                        # (N, M, K)  W Y
+        cross = (flat * wy).sum((1, 2))                     # tr Y^T W Y
+        if name == "BL":
+            return 0.5 * (kernel.sum((1, 2)) - cross)
+        return 0.5 * ((kernel.sum(2) * pp).sum(1) - cross)
+    gram = torch.bmm(flat, flat.transpose(1, 2))            # (N, M, M)  y_i . y_j
+    pot = from_gram(gram, pp[:, :, None], pp[:, None, :], name)
+    return 0.5 * (kernel * pot).sum((1, 2))
