@@ -163,3 +163,18 @@ def test_block_labels_keep_whole_tiles():
     check()
     with pytest.raises(ValueError, match="keep"):
         block_labels(np.zeros((4, 4), np.uint8), 2, 1.5, np.random.default_rng(0))
+
+
+def test_boundary_entropy_hand_case():
+    from scribbleseg.potts.analysis import boundary_band, boundary_entropy, entropy_map
+
+    masks = np.zeros((1, 8, 8), np.uint8)
+    masks[0, :, 4:] = 1
+    band = boundary_band(masks, (8, 8), 0.0)
+    assert band[0, :, 3].all() and band[0, :, 4].all() and band.sum() == 16  # both sides of the class boundary
+    y = torch.zeros(1, 2, 8, 8)
+    y[0, 0, :, :4], y[0, 1, :, 4:] = 1, 1
+    y[0, :, :, 3:5] = 0.5  # uncertain exactly at the boundary
+    e = boundary_entropy(y, masks, band=0.0)
+    assert e["near"] == pytest.approx(math.log(2)) and e["far"] == pytest.approx(0, abs=1e-9)
+    assert entropy_map(y).shape == (1, 8, 8)

@@ -104,3 +104,23 @@ def test_evaluate_with_crf_and_multiscale(split, tmp_path):
     probs = predict(model, to_batch(split, np.arange(1), None, torch.device("cpu"))["image"], (0.75, 1.0), True)
     expect = dense_crf(split.images[0], probs[0].numpy()).argmax(0)
     assert np.array_equal(labels[0], expect)
+
+
+def test_two_stage_starts_from_the_first_stage(tiny_dataset, tmp_path, monkeypatch):
+    """Stage 2 loads stage 1's weights (epochs=0 leaves them untouched), and its key names stage 1's."""
+    from scribbleseg.potts.study import TwoStage, length_variant
+
+    cfg_ds, root = tiny_dataset
+    monkeypatch.setattr("scribbleseg.experiment.ensure_embedded", lambda c: root)
+    monkeypatch.setenv("SCRIBBLESEG_CACHE", str(tmp_path))
+    two = TwoStage(cfg_ds, {"width": 4, "epochs": 1, "batch_size": 8}, {"width": 4, "epochs": 0, "batch_size": 8},
+                   log=lambda *_: None)
+    first, second = two.first(1.0, 0), two.second(PartialCE(), 1.0, 0)
+    assert torch.equal(_params(first.load_model()), _params(second.load_model()))
+    assert second.spec["init"] == first.key
+    assert experiment_key(cfg_ds, ScribbleVariant(), CFG, PartialCE(), init="x")[0] != \
+        experiment_key(cfg_ds, ScribbleVariant(), CFG, PartialCE())[0]
+    assert length_variant(1.0) == ScribbleVariant() and length_variant(0.0).shrink == 1.0
+    assert length_variant(0.3).shrink == 0.7
+    with pytest.raises(ValueError, match="length ratio"):
+        length_variant(1.5)

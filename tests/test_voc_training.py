@@ -55,3 +55,26 @@ def test_evaluate_voc_dataset_with_crf(voc):  # noqa: F811
     val = load_data(VOCData(str(voc.root)), "val")
     plain, refined = evaluate(model, val), evaluate(model, val, crf=True)
     assert plain["num_classes"] == 21 and 0 <= refined["miou"] <= 100
+
+
+def test_potts_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_path, monkeypatch):  # noqa: F811
+    """params/paper/potts/04: DeepLabV3+ MobileNetV2, SGD poly, two stages, H_CCE + P_CD self-labeling on NN."""
+    from scribbleseg.methods import SelfLabeling
+    from scribbleseg.potts.study import TwoStage
+
+    paper = yaml.safe_load(open("params/paper/potts/04_table3_relaxations.yaml"))
+    stages = []
+    for name in ("stage1", "stage2"):
+        s = dict(paper[name])
+        assert (s["model"], s["backbone"], s["batch_size"], s["optimizer"], s["schedule"]) == \
+            ("deeplabv3plus", "mobilenetv2", 12, "sgd", "poly")
+        s.update(epochs=2, batch_size=2, weights=None)  # 3 images, batch 2: one iteration per epoch
+        stages.append(s)
+    assert (paper["stage1"]["lr"], paper["stage2"]["lr"]) == (0.007, 0.0007)
+    data = VOCData(str(voc.root), train_split="trainaug", val_split="val", crop=65)
+    monkeypatch.setenv("SCRIBBLESEG_CACHE", str(tmp_path))
+    two = TwoStage(data, stages[0], stages[1], log=lambda *_: None)
+    r = two.second(SelfLabeling("CD", "CCE", "grid", steps=paper["solver_steps"] // 100), 1.0, 0)
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert all(torch.isfinite(torch.tensor([h["ce"], h["self"]])).all() for h in r.history)
+    assert r.spec["init"] and r.metrics["num_classes"] == 21

@@ -81,6 +81,25 @@ def bar_with_std(names: list[str], means, stds, ylabel: str = "mIoU (%)", title:
     return fig
 
 
+def soft_colorize(y: np.ndarray) -> np.ndarray:
+    """Soft labels (K, H, W) -> (H, W, 3) uint8: the convex combination sum_k y^k colour_k (Potts Fig. 7)."""
+    k = y.shape[0]
+    return np.einsum("khw,kc->hwc", y, _PAL[:k].astype(np.float32)).round().clip(0, 255).astype(np.uint8)
+
+
+def lines_with_std(x, series: dict, xlabel: str, ylabel: str = "mIoU (%)", title: str = ""):
+    """One line per series over ``x``: ``series[name] = (means, stds)``, std drawn as error bars."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, (means, stds) in series.items():
+        ax.errorbar(x, means, yerr=stds, marker="o", ms=3, capsize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: Path) -> Path:
     """Write ``fig`` as PNG (dpi 110), creating folders; returns the path."""
     path = Path(path)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scribbleseg.losses.potts_relaxations import check_name, from_gram, potts
+from scribbleseg.losses.potts_relaxations import check_name, from_gram
 
 MAX_DENSE = 4096
 
@@ -65,8 +65,11 @@ def grid_pairwise(y: torch.Tensor, w: torch.Tensor, name: str) -> torch.Tensor:
         (N,) sums over the 2HW - H - W edges of each image.
     """
     check_name(name)
-    right = potts(y[..., :, :-1], y[..., :, 1:], name) * w[:, 0, :, :-1]  # (N, H, W-1)
-    down = potts(y[..., :-1, :], y[..., 1:, :], name) * w[:, 1, :-1, :]   # (N, H-1, W)
+    pp = (y * y).sum(1)                                                      # (N, H, W)  ||y_i||^2, once
+    dot_r = (y[..., :, :-1] * y[..., :, 1:]).sum(1)                          # (N, H, W-1)  y_i . y_right
+    dot_d = (y[..., :-1, :] * y[..., 1:, :]).sum(1)                          # (N, H-1, W)  y_i . y_below
+    right = from_gram(dot_r, pp[..., :, :-1], pp[..., :, 1:], name) * w[:, 0, :, :-1]
+    down = from_gram(dot_d, pp[..., :-1, :], pp[..., 1:, :], name) * w[:, 1, :-1, :]
     return right.flatten(1).sum(1) + down.flatten(1).sum(1)
 
 

@@ -1,0 +1,48 @@
+"""Time training steps of several methods on one batch, in one run, and report ratios.
+
+Speed is measured, never asserted: absolute seconds depend on the machine and its load, ratios
+measured in the same process on the same batch are what a reader can compare (e.g. the Potts paper's
+"200 solver steps make training about 3x slower than SGD with a dense CRF loss", App. B).
+Each method runs ``warmup`` untimed steps, then ``repeats`` timed ones, interleaved round-robin so
+that a change in machine load hits all methods alike; the median is reported.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+
+
+def time_steps(methods: dict, model: torch.nn.Module, batch: dict, repeats: int = 5, warmup: int = 1,
+               lr: float = 1e-4) -> dict[str, float]:
+    """Median seconds of one training step (forward, the method's losses, backward, SGD step) per method.
+
+    Args:
+        methods: name -> object with ``losses(model, batch) -> dict``.
+        model: the network (copied per method, so every method starts from the same weights).
+        batch: one training batch (see :func:`scribbleseg.train.to_batch`).
+        repeats, warmup: timed and untimed steps per method.
+
+    Returns:
+        name -> median seconds per step.
+    """
+    nets = {k: copy.deepcopy(model).train() for k in methods}
+    opts = {k: torch.optim.SGD(nets[k].parameters(), lr=lr) for k in methods}
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    for r in range(warmup + repeats):
+        for k, m in methods.items():
+            t0 = time.perf_counter()
+            loss = sum(m.losses(nets[k], batch).values())
+            opts[k].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[k].step()
+            if r >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def ratios(seconds: dict[str, float], reference: str) -> dict[str, float]:
+    """Each method's time divided by ``reference``'s."""
+    return {k: v / seconds[reference] for k, v in seconds.items()}
