@@ -178,3 +178,12 @@ def test_boundary_entropy_hand_case():
     e = boundary_entropy(y, masks, band=0.0)
     assert e["near"] == pytest.approx(math.log(2)) and e["far"] == pytest.approx(0, abs=1e-9)
     assert entropy_map(y).shape == (1, 8, 8)
+
+
+def test_verdict_reads_paired_differences():
+    from scribbleseg.potts.study import verdict
+
+    assert verdict([1.0, 1.2, 0.9]).endswith("better")
+    assert verdict([-1.0, -1.2, -0.9]).endswith("worse")
+    assert verdict([0.09, 0.08, 0.10]).endswith("tie")  # consistent but under 0.1 points
+    assert verdict([2.0, -2.0, 0.1]).endswith("tie")    # large but inconsistent

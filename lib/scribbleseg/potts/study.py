@@ -63,3 +63,76 @@ class TwoStage:
             for name, m in methods.items():
                 out[(name, length)] = [self.second(m, length, s) for s in seeds]
         return out
+
+
+def run_lengths(two: TwoStage, methods: dict, lengths, seeds, sweep_seeds) -> dict:
+    """:meth:`TwoStage.grid` with every seed at full length (max of ``lengths``) and ``sweep_seeds`` elsewhere."""
+    full = max(lengths)
+    runs = two.grid(methods, [full], seeds)
+    for length in [x for x in lengths if x != full]:
+        runs.update(two.grid(methods, [length], sweep_seeds))
+    return runs
+
+
+def _values(rs) -> list[float]:
+    return [round(float(r.metrics["miou"]), 2) for r in rs]
+
+
+def length_tables(runs: dict, title: str, paper=lambda name, length: None) -> list:
+    """One :class:`~scribbleseg.results.Table` per scribble length (longest first), a row per method;
+    ``paper(name, length)`` gives the paper's number for the row or None."""
+    from scribbleseg.results import Table
+
+    tables = []
+    for length in sorted({ln for _, ln in runs}, reverse=True):
+        t = Table(f"{title}, scribble length {length} (val)", "mIoU (%)")
+        for (name, ln), rs in runs.items():
+            if ln == length:
+                t.add_row(name, _values(rs), paper=paper(name, length))
+        tables.append(t)
+    return tables
+
+
+def paired(runs: dict, a: str, b: str, length: float):
+    """Per-seed mIoU differences a - b at ``length``: both stage-2 runs of a seed start from the same
+    stage-1 model and see the same batches, so the difference removes most of the seed's noise."""
+    import numpy as np
+
+    return np.array(_values(runs[(a, length)])) - np.array(_values(runs[(b, length)]))
+
+
+def anchor_lines(runs: dict) -> list[str]:
+    """Regression anchors for nbval: final training loss and pixel accuracy of every run."""
+    out = []
+    for (name, length), rs in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        out.append(f"{name:20s} length {length}: final loss " + ", ".join(f"{r.history[-1]['loss']:.4f}" for r in rs)
+                   + " | pixel acc " + ", ".join(f"{r.metrics['pixel_accuracy']:.3f}" for r in rs))
+    return out
+
+
+def by_length(runs: dict, names) -> tuple[list[float], dict]:
+    """(lengths, {name: (mean mIoU per length, zeros)}) for :func:`scribbleseg.plots.lines_with_std`."""
+    import numpy as np
+
+    xs = sorted({ln for _, ln in runs})
+    return xs, {n: ([float(np.mean(_values(runs[(n, x)]))) for x in xs], [0.0] * len(xs)) for n in names}
+
+
+def run_keys(runs: dict) -> dict:
+    """{"name @ length": [cache keys]} for a results file's ``extra``."""
+    return {f"{n} @ {ln}": [r.key for r in rs] for (n, ln), rs in runs.items()}
+
+
+def verdict(d, tie: float = 0.1) -> str:
+    """Reading of paired differences a - b (mIoU points) for "a is at least as good as b".
+
+    "better" when the mean exceeds one standard error, "worse" when it is below minus one standard error
+    and at least ``tie`` points, "tie" otherwise (a difference under ``tie`` points is below what one
+    stage-2 run can resolve here)."""
+    import numpy as np
+
+    d = np.asarray(d, dtype=float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    m = float(d.mean())
+    word = "better" if m > se and m >= tie else "worse" if m < -se and m <= -tie else "tie"
+    return f"{m:+.2f} (standard error {se:.2f}, {len(d)} seeds): {word}"
