@@ -135,4 +135,4 @@ def verdict(d, tie: float = 0.1) -> str:
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     m = float(d.mean())
     word = "better" if m > se and m >= tie else "worse" if m < -se and m <= -tie else "tie"
-    return f"{m:+.2f} (standard error {se:.2f}, {len(d)} seeds): {word}"
+    return f"{m:+.2f} (standard error {se:.2f}, {len(d)} seed{'s' if len(d) != 1 else ''}): {word}"
