@@ -90,10 +90,13 @@ class RunResult:
     seconds: float
     cached: bool
 
-    def load_model(self) -> torch.nn.Module:
-        """The trained network, in eval mode on CPU."""
+    def load_model(self, method=None) -> torch.nn.Module:
+        """The trained network, in eval mode on CPU; pass the run's ``method`` when it wraps the network
+        (e.g. BLPSeg), so that its heads are rebuilt before the weights are loaded."""
         num_classes = self.metrics.get("num_classes", len(EMBEDDED_CLASSES))
         model = make_model(TrainConfig(**{**self.spec["train"], "weights": None}), num_classes)
+        if hasattr(method, "wrap"):
+            model = method.wrap(model, num_classes)
         model.load_state_dict(torch.load(self.folder / "model.pt", map_location="cpu", weights_only=True))
         return model.eval()
 

@@ -108,19 +108,20 @@ def epoch_batches(data, cfg: TrainConfig, epoch: int, steps: int, order: np.ndar
     shuffling generator is seeded from (seed, epoch) (its transform draws from torch's RNG, which
     ``train`` seeds per epoch; with workers > 0 each worker is seeded by the DataLoader).
     Both yield ``steps`` batches: full ones, or one short batch when the data are smaller than a batch.
+    Each batch carries "step", the global step (epoch * steps + index), for methods that change with time.
     """
     if isinstance(data, SplitData):
         for s in range(steps):
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            yield to_batch(data, idx, flips[idx], device)
+            yield {**to_batch(data, idx, flips[idx], device), "step": epoch * steps + s}
         return
     from scribbleseg.data.voc import collate
 
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
                         num_workers=workers,
                         collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-    for batch in loader:
-        yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    for s, batch in enumerate(loader):
+        yield {**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, "step": epoch * steps + s}
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -153,7 +154,10 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
     run_dir.mkdir(parents=True, exist_ok=True)
     n = len(train_data)
     steps_per_epoch = max(1, n // cfg.batch_size)
-    model = make_model(cfg, len(train_data.class_names)).to(device)
+    model = make_model(cfg, len(train_data.class_names))
+    if hasattr(method, "wrap"):  # methods with their own heads/modules (e.g. BLPSeg) wrap the network
+        model = method.wrap(model, len(train_data.class_names))
+    model = model.to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
     opt, sched = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)

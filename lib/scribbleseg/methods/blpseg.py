@@ -1,0 +1,109 @@
+"""BLPSeg (Wang et al., IEEE TIP 2023) as a training method: loss (12) = WCE (1) + BL (9), with the LAM,
+and self-training (Sec. IV-B).
+
+``wrap(base, K)`` turns the configured network into a :class:`~scribbleseg.blpseg.model.BLPSegNet`
+(the training loop calls it); ``losses(model, batch)`` returns {"scribble_head": WCE, "seg": BL} with the BLP
+loss, {"seg": CE or focal} otherwise (the scribble head is then left untrained, as in Table I's rows
+without BLP).
+Both heads are upsampled to the label size before their losses. Self-training: from global step
+``self_train_from`` on, the segmentation head's target is its own prediction sharpened to one-hot
+(paper), or with ``self_train="released"`` the released code's rule (argmax restricted to the classes
+present in the image's scribbles, unlabelled where the max probability < ``self_train_threshold``,
+scribble pixels override).
+
+Released-code options (default = paper), see :mod:`scribbleseg.losses.blp`: ``normalize="weights"``,
+``detach_weight``, ``renormalize_scrib=False``, ``detach_scribble_features`` (scribble head on detached
+decoder features), ``detach_scrib_in_loss`` (p_scrib detached in BL).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from scribbleseg.blpseg.model import BLPSegNet
+from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.losses.blp import annotation_probability, blp_loss, focal_loss, scribble_head_loss
+from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.models.base import upsample
+from scribbleseg.modules.lam import LAM
+from scribbleseg.potts.solver import labels_to_grid
+
+
+@dataclasses.dataclass(frozen=True)
+class BLPSeg:
+    lam: bool = True
+    sigma: float = 6.0
+    similarity: tuple = ("low", "distance")
+    learn_sigma: bool = False
+    region: str = "all"
+    lam_impl: str = "dense"
+    loss: str = "blp"
+    gamma: float = 2.0
+    empty_weight: float = 0.02
+    hidden: int = 64
+    low_dim: int = 32
+    self_train_from: int | None = None
+    self_train: str = "paper"
+    self_train_threshold: float = 0.9
+    normalize: str = "pixels"
+    detach_weight: bool = False
+    renormalize_scrib: bool = True
+    detach_scribble_features: bool = False
+    detach_scrib_in_loss: bool = False
+
+    def __post_init__(self):
+        for name, value, ok in [("region", self.region, ("all", "labelled", "unlabelled")),
+                                ("loss", self.loss, ("blp", "ce", "focal")), ("self_train", self.self_train, ("paper", "released")),
+                                ("normalize", self.normalize, ("pixels", "weights"))]:
+            if value not in ok:
+                raise ValueError(f"BLPSeg.{name} must be one of {ok}, got {value!r}")
+        object.__setattr__(self, "similarity", tuple(self.similarity))
+
+    def wrap(self, base, num_classes: int) -> BLPSegNet:
+        lam = LAM(self.sigma, self.similarity, self.learn_sigma, self.lam_impl) if self.lam else None
+        return BLPSegNet(base, num_classes, base.classifier.in_channels, self.hidden, lam, self.low_dim,
+                         self.detach_scribble_features)
+
+    def _sources(self, scribble: torch.Tensor, size, k: int):
+        if not self.lam or self.region == "all":
+            return None
+        labelled = labels_to_grid(scribble, size, k) != IGNORE_INDEX               # (N, h, w)
+        return labelled if self.region == "labelled" else ~labelled
+
+    def pseudo_labels(self, logits: torch.Tensor, scribble: torch.Tensor) -> torch.Tensor:
+        """Self-training target (N, H, W) from full-resolution segmentation logits (N, K, H, W)."""
+        p = torch.softmax(logits.detach(), 1)
+        if self.self_train == "paper":
+            return p.argmax(1)                                                      # one-hot sharpening
+        k = p.shape[1]
+        present = torch.stack([torch.bincount(s[s != IGNORE_INDEX], minlength=k)[:k] > 0 for s in scribble])  # (N, K)
+        p = p * present[:, :, None, None]                                           # classes of the image only
+        conf, label = p.max(1)
+        label = label.masked_fill(conf < self.self_train_threshold, IGNORE_INDEX)
+        return torch.where(scribble != IGNORE_INDEX, scribble, label)               # scribbles override
+
+    def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        scribble = batch["scribble"]
+        size = scribble.shape[-2:]
+        grid = (batch["image"].shape[-2] // 4, batch["image"].shape[-1] // 4)
+        out = model(batch["image"], self._sources(scribble, grid, model.seg_head[-1].out_channels))
+        logits = upsample(out["logits"], size)                                      # (N, K, H, W)
+        scrib = upsample(out["scrib_logits"], size)                                 # (N, K+1, H, W)
+        terms = {}
+        if self.loss == "blp":  # the scribble head exists for the BLP weights only (Table I: without BLP, no head loss)
+            terms["scribble_head"] = scribble_head_loss(scrib, scribble, self.empty_weight, self.normalize)
+        target = scribble
+        if self.self_train_from is not None and batch.get("step", 0) >= self.self_train_from:
+            target = self.pseudo_labels(logits, scribble)
+        if self.loss == "ce":
+            terms["seg"] = partial_cross_entropy(logits, target)
+        elif self.loss == "focal":
+            terms["seg"] = focal_loss(logits, target, self.gamma, self.normalize, self.detach_weight)
+        else:
+            p_scrib = annotation_probability(scrib, self.renormalize_scrib)
+            if self.detach_scrib_in_loss:
+                p_scrib = p_scrib.detach()
+            terms["seg"] = blp_loss(logits, p_scrib, target, self.gamma, self.normalize, self.detach_weight)
+        return terms

@@ -1,0 +1,204 @@
+"""BLPSeg: scribble-head WCE (Eq. 1-2), annotation probability, BLP / focal loss (Eq. 9-11), LAM (Eq. 3-5)."""
+import math
+
+import pytest
+import torch
+
+from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.losses.blp import annotation_probability, blp_loss, focal_loss, scribble_head_loss
+from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.modules.lam import LAM, LowLevelFeatures, dense_lam, local_lam
+
+U = IGNORE_INDEX
+
+
+def test_scribble_head_wce_hand_computed():
+    logits = torch.zeros(1, 3, 1, 2)                   # K = 2 classes + the empty class: p = 1/3 each
+    target = torch.tensor([[[0, U]]])
+    expect = (math.log(3) + 0.02 * math.log(3)) / 2    # 1/N (w_0 log 3 + w_empty log 3)
+    assert scribble_head_loss(logits, target).item() == pytest.approx(expect)
+    assert scribble_head_loss(logits, target, normalize="weights").item() == pytest.approx(math.log(3))
+
+
+def test_annotation_probability_renormalised_or_sliced():
+    torch.manual_seed(0)
+    s = torch.randn(2, 4, 3, 3)
+    assert torch.allclose(annotation_probability(s).sum(1), torch.ones(2, 3, 3))
+    sliced = annotation_probability(s, renormalize=False)
+    assert torch.allclose(sliced.sum(1), 1 - torch.softmax(s, 1)[:, -1])
+
+
+def test_blp_hand_computed_and_limits():
+    logits = torch.zeros(1, 2, 1, 2)                   # p_seg = 0.5 everywhere
+    target = torch.tensor([[[0, U]]])
+    p_scrib = torch.full((1, 2, 1, 2), 0.5)
+    delta = (1 - 0.5 * 0.5) ** 2                       # (11)
+    assert blp_loss(logits, p_scrib, target).item() == pytest.approx(delta * math.log(2))
+    assert blp_loss(logits, p_scrib, target, normalize="weights").item() == pytest.approx(math.log(2), rel=1e-6)
+    torch.manual_seed(1)
+    z, t = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    t[0, :2] = U
+    ps = torch.rand(2, 3, 4, 4).softmax(1)
+    pce = partial_cross_entropy(z, t)
+    assert blp_loss(z, ps, t, gamma=0.0).item() == pytest.approx(pce.item(), rel=1e-6)       # gamma = 0: CE
+    assert blp_loss(z, torch.zeros_like(ps), t).item() == pytest.approx(pce.item(), rel=1e-6)  # p_scrib -> 0: weight 1
+    assert blp_loss(z, ps, t).item() < pce.item()                                         # weights <= 1
+    assert focal_loss(z, t, gamma=0.0).item() == pytest.approx(pce.item(), rel=1e-6)
+
+
+def test_blp_empty_scribbles_zero_not_nan():
+    z = torch.randn(2, 3, 4, 4, requires_grad=True)
+    t = torch.full((2, 4, 4), U)
+    for loss in (blp_loss(z, torch.rand(2, 3, 4, 4), t), blp_loss(z, torch.rand(2, 3, 4, 4), t, normalize="weights"),
+                 focal_loss(z, t)):
+        assert loss.item() == 0.0
+        loss.backward()
+        assert torch.isfinite(z.grad).all()
+
+
+def test_blp_detach_weight_changes_only_the_gradient():
+    torch.manual_seed(2)
+    z = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 3, (1, 4, 4))
+    ps = torch.rand(1, 3, 4, 4, dtype=torch.float64).softmax(1)
+    a, b = blp_loss(z, ps, t), blp_loss(z, ps, t, detach_weight=True)
+    assert a.item() == pytest.approx(b.item())
+    ga, = torch.autograd.grad(a, z)
+    gb, = torch.autograd.grad(b, z)
+    assert not torch.allclose(ga, gb)
+
+
+def test_blp_and_focal_gradcheck():
+    torch.manual_seed(3)
+    z = torch.randn(1, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 3, (1, 3, 3))
+    t[0, 0] = U
+    assert torch.autograd.gradcheck(lambda a, b: blp_loss(a, annotation_probability(b), t), (z, s))
+    assert torch.autograd.gradcheck(lambda a, b: blp_loss(a, annotation_probability(b, False), t, normalize="weights"), (z, s))
+    assert torch.autograd.gradcheck(lambda a: focal_loss(a, t), (z,))
+    assert torch.autograd.gradcheck(lambda b: scribble_head_loss(b, t), (s,))
+
+
+def _eq4(f, sigma, h, w):
+    """A of Eq. (4)-(5) written out: P_low softmax over k of f_k . f_j, P_dis Gaussian, column-normalised."""
+    fl = f.flatten(1)                                                   # (D, M)
+    p_low = torch.softmax(fl.T @ fl, dim=0)                             # P_low(i, j), normalised over i
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    s = torch.stack([ys, xs], -1).reshape(-1, 2).double()
+    p_dis = torch.exp(-torch.cdist(s, s) ** 2 / (2 * sigma ** 2))
+    num = p_low * p_dis
+    return num / num.sum(0, keepdim=True)
+
+
+def test_lam_matrix_is_equation_4_and_columns_sum_to_one():
+    torch.manual_seed(4)
+    x, f = torch.randn(1, 3, 4, 5, dtype=torch.float64), torch.randn(1, 6, 4, 5, dtype=torch.float64)
+    out, a = dense_lam(x, 1.5, f_low=f, return_matrix=True)
+    assert torch.allclose(a[0], _eq4(f[0], 1.5, 4, 5))
+    assert torch.allclose(a.sum(1), torch.ones(1, 20, dtype=torch.float64))
+    assert torch.allclose(out.flatten(2), x.flatten(2) @ a)            # (3) X_out = X_in A
+
+
+@pytest.mark.parametrize("similarity", [("low", "distance"), ("distance",), ("low", "high", "distance")])
+def test_dense_and_local_lam_agree(similarity):
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    fl, fh = torch.randn(2, 4, 16, 16, dtype=torch.float64) * 0.5, torch.randn(2, 4, 16, 16, dtype=torch.float64) * 0.5
+    mask = torch.rand(2, 16, 16) > 0.3
+    for m in (None, mask):
+        d = dense_lam(x, 1.5, fl, fh, similarity, m)
+        loc = local_lam(x, 1.5, fl, fh, similarity, m, truncate=4.5)   # window 15 x 15 inside a 16 x 16 grid
+        assert (d - loc).abs().max() < 1e-4
+
+
+def test_lam_region_restricts_sources():
+    torch.manual_seed(6)
+    x, f = torch.randn(1, 2, 3, 3, dtype=torch.float64), torch.randn(1, 3, 3, 3, dtype=torch.float64)
+    labelled = torch.zeros(1, 3, 3, dtype=torch.bool)
+    labelled[0, 1, 1] = True
+    out, a = dense_lam(x, 6.0, f, source_mask=labelled, return_matrix=True)
+    assert (a[0, 4] == 1).all() and (a[0].sum(0) == 1).all()           # the only source takes all the weight
+    assert torch.allclose(out, x[:, :, 1:2, 1:2].expand_as(out))
+
+
+def test_lam_gradcheck_including_learnable_sigma():
+    torch.manual_seed(7)
+    lam = LAM(sigma=1.2, learn_sigma=True).double()
+    x = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: lam(a, b), (x, f))
+    lam(x, f).sum().backward()
+    assert lam.log_sigma.grad is not None and torch.isfinite(lam.log_sigma.grad)
+    assert torch.autograd.gradcheck(lambda a, b: local_lam(a, 1.2, b, truncate=2.0), (x, f))
+
+
+def test_lam_options_named():
+    with pytest.raises(ValueError, match="subset"):
+        LAM(similarity=("colour",))
+    with pytest.raises(ValueError, match="impl"):
+        LAM(impl="sparse")
+    feats = LowLevelFeatures(8)(torch.randn(2, 3, 32, 32))
+    assert feats.shape == (2, 8, 8, 8)
+
+
+def test_released_self_training_rule():
+    from scribbleseg.methods.blpseg import BLPSeg
+
+    logits = torch.zeros(1, 3, 1, 3)
+    logits[0, :, 0, 0] = torch.tensor([0.0, 9.0, 0.0])   # confident class 1, present in the scribbles
+    logits[0, :, 0, 1] = torch.tensor([0.0, 0.0, 9.0])   # confident class 2, absent from the scribbles -> masked
+    scribble = torch.tensor([[[U, U, 1]]])
+    out = BLPSeg(self_train="released").pseudo_labels(logits, scribble)
+    assert out.tolist() == [[[1, U, 1]]]                  # pixel 1: class 2 masked, rest < 0.9; pixel 2: scribble
+    assert BLPSeg().pseudo_labels(logits, scribble).tolist() == [[[1, 2, 0]]]  # paper: argmax everywhere
+
+
+def test_blpseg_trains_resumes_and_reloads(tiny_dataset, tmp_path, monkeypatch):
+    from scribbleseg.data.folder import ScribbleVariant
+    from scribbleseg.experiment import run_experiment
+    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.train import TrainConfig
+
+    cfg_ds, root = tiny_dataset
+    monkeypatch.setattr("scribbleseg.experiment.ensure_embedded", lambda c: root)
+    cfg = TrainConfig(width=4, epochs=2, batch_size=8, lr=1e-2)
+    for method in (BLPSeg(self_train_from=3, hidden=8, low_dim=8), BLPSeg(region="unlabelled", loss="focal", hidden=8),
+                   BLPSeg(lam=False, loss="ce", hidden=8),
+                   BLPSeg(normalize="weights", detach_weight=True, renormalize_scrib=False, detach_scribble_features=True,
+                          detach_scrib_in_loss=True, self_train="released", self_train_from=0, hidden=8)):
+        r = run_experiment(cfg_ds, ScribbleVariant(), cfg, method, log=lambda *_: None, root=tmp_path)
+        assert set(r.history[-1]) >= ({"scribble_head", "seg"} if method.loss == "blp" else {"seg"}) and all(
+            math.isfinite(h["loss"]) for h in r.history)
+        model = r.load_model(method)
+        assert 0 <= r.metrics["miou"] <= 100 and (model.lam is not None) == method.lam
+        with torch.no_grad():  # the reloaded network is the trained one: its val mIoU is the stored one
+            from scribbleseg.evaluate import evaluate
+            from scribbleseg.experiment import load_data
+            assert evaluate(model, load_data(cfg_ds, "val"))["miou"] == pytest.approx(r.metrics["miou"])
+    with pytest.raises(ValueError, match="BLPSeg.region"):
+        BLPSeg(region="edges")
+
+
+def test_label_diffusion_expands_within_superpixels_only():
+    import numpy as np
+
+    from scribbleseg.blpseg.label_diffusion import expand_scribble
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, 16:] = 200                                        # two flat halves: superpixels never cross x = 16
+    scr = np.full((32, 32), U, np.uint8)
+    scr[10:20, 5], scr[10:20, 25] = 1, 2
+    out = expand_scribble(img, scr, n_segments=8)
+    assert (out[scr != U] == scr[scr != U]).all()              # scribbles kept
+    assert (out[:, :16][out[:, :16] != U] == 1).all() and (out[:, 16:][out[:, 16:] != U] == 2).all()
+    assert (out != U).sum() > 4 * (scr != U).sum()            # expanded
+    conflict = scr.copy()
+    conflict[12, 6] = 2                                      # two classes in one superpixel: no expansion there
+    out2 = expand_scribble(img, conflict, n_segments=8)
+    from skimage.segmentation import slic
+
+    seg = slic(img, n_segments=8, compactness=10.0, start_label=0)
+    here = seg == seg[12, 6]
+    assert (out2[here] == conflict[here]).all()               # the conflicting superpixel keeps only its scribbles
+    assert (out2[~here & (seg == seg[15, 5])] == 1).all() or seg[15, 5] == seg[12, 6]
