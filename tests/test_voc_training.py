@@ -78,3 +78,20 @@ def test_potts_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_p
     assert [h["epoch"] for h in r.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor([h["ce"], h["self"]])).all() for h in r.history)
     assert r.spec["init"] and r.metrics["num_classes"] == 21
+
+
+def test_blpseg_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_path):  # noqa: F811
+    """params/paper/blpseg/01: UperNet ResNet-101, AdamW poly, LAM + BLP with self-training, on the VOC fixture."""
+    from scribbleseg.methods.blpseg import BLPSeg
+
+    paper = yaml.safe_load(open("params/paper/blpseg/01_table1_ablation.yaml"))
+    train = dict(paper["train"])
+    assert (train["model"], train["backbone"], train["optimizer"], train["lr"], train["batch_size"]) == \
+        ("upernet", "resnet101", "adamw", 0.0003, 10)
+    train.update(epochs=2, batch_size=2, weights=None)  # 3 images, batch 2: one iteration per epoch
+    data = VOCData(str(voc.root), train_split="trainaug", val_split="val", crop=64)
+    method = BLPSeg(sigma=paper["sigma"], self_train=paper["self_training"], self_train_from=1)  # self-training on in step 2
+    r = run_experiment(data, ScribbleVariant(), train_config(0, **train), method, log=lambda *_: None, root=tmp_path)
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert all(torch.isfinite(torch.tensor([h["scribble_head"], h["seg"]])).all() for h in r.history)
+    assert r.metrics["num_classes"] == 21 and r.load_model(method).lam is not None

@@ -16,8 +16,12 @@ Variants (the paper's Tables III-V): ``similarity`` is any subset of {"low", "hi
 ("high": f_i . f_j of the decoder features; terms are summed inside the softmax); ``region``
 restricts the sources i to "labelled" or "unlabelled" pixels (Table V; default "all").
 ``dense_lam`` builds the (N, M, M) matrix; ``local_lam`` visits only sources within
-``truncate * sigma`` cells (shift-and-accumulate over the window, the cheap form on large grids) and
-agrees with the dense form to about exp(-truncate^2 / 2).
+``truncate * sigma`` cells (shift-and-accumulate over the window) and agrees with the dense form to
+about exp(-truncate^2 / 2). Measured here (2-core CPU, batch 16, 32 x 32 grid, K = 11, SmallSegNet):
+a training step takes 0.09 s without LAM, 0.36 s with the dense LAM, and 19 s with the local one at
+sigma = 6 (a 55 x 55 window: 3025 offsets, each a few small tensor ops). The local form only pays when
+the window is much smaller than the grid and the dense M x M matrix does not fit (VOC: 96 x 96 grid,
+0.34 GB per image in float32); on the cpu profile use the dense one.
 
 Shapes: x (N, C, h, w); f_low, f_high (N, D, h, w); source_mask (N, h, w) bool (True = may be a source).
 """

@@ -16,7 +16,7 @@ import dataclasses
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
 from scribbleseg.methods import PartialCE
-from scribbleseg.study import train_config
+from scribbleseg.study import train_config, verdict  # noqa: F401  (verdict: re-exported for the notebooks)
 
 
 def length_variant(length: float, width: int = 3) -> ScribbleVariant:
@@ -122,17 +122,3 @@ def run_keys(runs: dict) -> dict:
     """{"name @ length": [cache keys]} for a results file's ``extra``."""
     return {f"{n} @ {ln}": [r.key for r in rs] for (n, ln), rs in runs.items()}
 
-
-def verdict(d, tie: float = 0.1) -> str:
-    """Reading of paired differences a - b (mIoU points) for "a is at least as good as b".
-
-    "better" when the mean exceeds one standard error, "worse" when it is below minus one standard error
-    and at least ``tie`` points, "tie" otherwise (a difference under ``tie`` points is below what one
-    stage-2 run can resolve here)."""
-    import numpy as np
-
-    d = np.asarray(d, dtype=float)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    m = float(d.mean())
-    word = "better" if m > se and m >= tie else "worse" if m < -se and m <= -tie else "tie"
-    return f"{m:+.2f} (standard error {se:.2f}, {len(d)} seed{'s' if len(d) != 1 else ''}): {word}"
