@@ -24,11 +24,11 @@ import torch.nn.functional as F
 
 from scribbleseg.blpseg.model import BLPSegNet
 from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.data.grid import labels_to_grid
 from scribbleseg.losses.blp import annotation_probability, blp_loss, focal_loss, scribble_head_loss
 from scribbleseg.losses.pce import partial_cross_entropy
 from scribbleseg.models.base import upsample
 from scribbleseg.modules.lam import LAM
-from scribbleseg.potts.solver import labels_to_grid
 
 
 @dataclasses.dataclass(frozen=True)

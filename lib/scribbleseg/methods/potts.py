@@ -32,7 +32,8 @@ from scribbleseg.losses.potts_losses import entropy_term, potts_term, self_label
 from scribbleseg.losses.potts_relaxations import check_name
 from scribbleseg.models.base import upsample
 from scribbleseg.potts.neighbourhood import dense_affinities, grid_affinities, pool_colours
-from scribbleseg.potts.solver import SolverConfig, harden, labels_to_grid, seed_onehot, solve
+from scribbleseg.data.grid import labels_to_grid
+from scribbleseg.potts.solver import SolverConfig, harden, seed_onehot, solve
 
 
 def neighbourhood_grid(size: tuple[int, int], neighbourhood: str, dense_size: int) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.data.grid import labels_to_grid  # noqa: F401  (re-exported: notebooks import it from here)
 from scribbleseg.losses.potts_relaxations import check_name
 from scribbleseg.losses.soft_cross_entropy import check_name as check_ce
 from scribbleseg.losses.soft_cross_entropy import soft_cross_entropy
@@ -55,18 +56,6 @@ class SolverConfig:
         check_name(self.relaxation), check_ce(self.cross_entropy)
         if self.optimizer not in ("gd", "adam"):
             raise ValueError(f"SolverConfig.optimizer must be 'gd' or 'adam', got {self.optimizer!r}")
-
-
-def labels_to_grid(labels: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
-    """Scribble labels (N, H, W) -> (N, h, w) on a coarser grid: a cell is seeded when it holds a labelled
-    pixel, with the class most of its labelled pixels carry (ties: the lower class index)."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    valid = labels != IGNORE_INDEX
-    onehot = F.one_hot(labels.masked_fill(~valid, 0), num_classes).permute(0, 3, 1, 2).float()  # (N, K, H, W)
-    counts = F.adaptive_avg_pool2d(onehot * valid[:, None], size)                              # (N, K, h, w)
-    best = counts.argmax(1)                                                                     # (N, h, w)
-    return best.masked_fill(counts.sum(1) == 0, IGNORE_INDEX)
 
 
 def seed_onehot(seeds: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
