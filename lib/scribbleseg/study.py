@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from scribbleseg.data.embedded import EmbeddedConfig
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
@@ -65,8 +67,6 @@ def verdict(d, tie: float = 0.1) -> str:
     "better" when the mean exceeds one standard error, "worse" when it is below minus one standard error
     and at least ``tie`` points, "tie" otherwise (a difference under ``tie`` points is below what the
     cpu-profile runs here can resolve)."""
-    import numpy as np
-
     d = np.asarray(d, dtype=float)
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     m = float(d.mean())

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
 from scribbleseg.methods import PartialCE
-from scribbleseg.study import train_config, verdict  # noqa: F401  (verdict: re-exported for the notebooks)
+from scribbleseg.results import Table
+from scribbleseg.study import train_config, values, verdict  # noqa: F401  (verdict: re-exported for the notebooks)
 
 
 def length_variant(length: float, width: int = 3) -> ScribbleVariant:
@@ -74,21 +77,15 @@ def run_lengths(two: TwoStage, methods: dict, lengths, seeds, sweep_seeds) -> di
     return runs
 
 
-def _values(rs) -> list[float]:
-    return [round(float(r.metrics["miou"]), 2) for r in rs]
-
-
 def length_tables(runs: dict, title: str, paper=lambda name, length: None) -> list:
     """One :class:`~scribbleseg.results.Table` per scribble length (longest first), a row per method;
     ``paper(name, length)`` gives the paper's number for the row or None."""
-    from scribbleseg.results import Table
-
     tables = []
     for length in sorted({ln for _, ln in runs}, reverse=True):
         t = Table(f"{title}, scribble length {length} (val)", "mIoU (%)")
         for (name, ln), rs in runs.items():
             if ln == length:
-                t.add_row(name, _values(rs), paper=paper(name, length))
+                t.add_row(name, values(rs), paper=paper(name, length))
         tables.append(t)
     return tables
 
@@ -96,9 +93,7 @@ def length_tables(runs: dict, title: str, paper=lambda name, length: None) -> li
 def paired(runs: dict, a: str, b: str, length: float):
     """Per-seed mIoU differences a - b at ``length``: both stage-2 runs of a seed start from the same
     stage-1 model and see the same batches, so the difference removes most of the seed's noise."""
-    import numpy as np
-
-    return np.array(_values(runs[(a, length)])) - np.array(_values(runs[(b, length)]))
+    return np.array(values(runs[(a, length)])) - np.array(values(runs[(b, length)]))
 
 
 def anchor_lines(runs: dict) -> list[str]:
@@ -112,10 +107,8 @@ def anchor_lines(runs: dict) -> list[str]:
 
 def by_length(runs: dict, names) -> tuple[list[float], dict]:
     """(lengths, {name: (mean mIoU per length, zeros)}) for :func:`scribbleseg.plots.lines_with_std`."""
-    import numpy as np
-
     xs = sorted({ln for _, ln in runs})
-    return xs, {n: ([float(np.mean(_values(runs[(n, x)]))) for x in xs], [0.0] * len(xs)) for n in names}
+    return xs, {n: ([float(np.mean(values(runs[(n, x)]))) for x in xs], [0.0] * len(xs)) for n in names}
 
 
 def run_keys(runs: dict) -> dict:
