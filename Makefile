@@ -34,12 +34,12 @@ reproduce: env fashion
 # loss, metric or generator shows up (the cache key does not hash the code).
 test: env fashion
 	rm -rf build/test
-	SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
+	SCRIBBLESEG_BATCH=1 SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
 	  $(PY) -m pytest tests --nbval --nbval-current-env -q
 
 references: env fashion
 	rm -rf build/test
-	SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
+	SCRIBBLESEG_BATCH=1 SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
 	  $(PY) -m scribbleseg.run --profile smoke --refresh-references --force
 
 clean-cache:

@@ -219,3 +219,20 @@ def test_imgviz_round_trip(tmp_path):
     item = VOCScribbleDataset(tmp_path, "val")[0]
     assert (item["mask"].numpy() == lbl).all() and item["image"].shape == (3, h, w)
     assert np.abs(item["image"].permute(1, 2, 0).numpy().astype(int) - rgb).mean() < 3
+
+
+def test_label_diffusion_and_figure_samples_on_voc(voc):
+    """Label diffusion (BLPSeg Table VI) applies to VOC items too; the figure helper cuts VOC images to a crop."""
+    from scribbleseg.blpseg.analysis import sample
+    from scribbleseg.experiment import VOCData
+
+    img = np.zeros((30, 40, 3), np.uint8)
+    img[:, 16:] = 200                                       # two flat halves (the fixture's noise is one superpixel)
+    Image.fromarray(img).save(voc.images / "2007_000032.jpg", quality=100)
+    plain = VOCScribbleDataset(voc.root, "trainaug", ScribbleVariant(width=1, clip=False))[0]["scribble"].numpy()
+    ld = VOCScribbleDataset(voc.root, "trainaug", ScribbleVariant(width=1, clip=False, superpixels=20))[0]["scribble"].numpy()
+    lab = plain != 255
+    assert (ld[lab] == plain[lab]).all() and (ld != 255).sum() > (plain != 255).sum()
+    s = sample(VOCData(str(voc.root)), "train", n=2, crop=24)
+    assert s["images"].shape == (2, 24, 24, 3) and s["images"].dtype == np.uint8
+    assert s["x"].shape == (2, 3, 24, 24) and s["masks"].shape == s["scribbles"].shape == (2, 24, 24)

@@ -24,6 +24,7 @@ from scribbleseg.train import TrainConfig, make_model, train
 
 CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
 _OPTIONAL_TRAIN_FIELDS = ("weights",)  # added after version 1: enter the key only when set
+_OPTIONAL_VARIANT_FIELDS = {"superpixels": 0}  # added after version 1: enter the key only when not the default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,9 @@ def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
                    init: str | None = None) -> tuple[str, dict]:
     """(key, resolved configuration) of an experiment; ``init`` is the key of the run it starts from."""
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _OPTIONAL_TRAIN_FIELDS or v is not None}
-    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": dataclasses.asdict(variant),
+    variant_spec = {k: v for k, v in dataclasses.asdict(variant).items()
+                    if k not in _OPTIONAL_VARIANT_FIELDS or v != _OPTIONAL_VARIANT_FIELDS[k]}
+    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": variant_spec,
             "train": train, "method": _method_spec(method)}
     if init is not None:
         spec["init"] = init

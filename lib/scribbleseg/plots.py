@@ -106,3 +106,36 @@ def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def heat(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "jet") -> np.ndarray:
+    """(H, W) scalar map -> (H, W, 3) uint8 through a colormap (for :func:`grid` panels)."""
+    v = np.clip((np.asarray(values, dtype=np.float64) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
+    return (plt.get_cmap(cmap)(v)[..., :3] * 255).round().astype(np.uint8)
+
+
+def interactive(draw, **sliders):
+    """A widget cell that still draws a plain figure headless.
+
+    Calls ``draw()`` with its defaults and returns that Figure (it is what papermill / nbval store).
+    In an interactive Jupyter session (ipywidgets importable; not under ``scribbleseg.run`` or ``make test``,
+    which set SCRIBBLESEG_BATCH=1 so that stored outputs hold no widget state) it also shows ``ipywidgets.interact(draw, **sliders)`` below it, e.g. ``gamma=(0.0, 5.0, 0.5)``.
+    """
+    import os
+
+    fig = draw()
+    if os.environ.get("SCRIBBLESEG_BATCH") != "1":
+        try:
+            import ipywidgets
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return fig
+        if type(get_ipython()).__name__ == "ZMQInteractiveShell":
+            def show(**kw):
+                f = draw(**kw)
+                display(f)
+                plt.close(f)
+
+            ipywidgets.interact(show, **sliders)
+    return fig

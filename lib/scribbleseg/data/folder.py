@@ -28,6 +28,9 @@ class ScribbleVariant:
         seed: seed of the drop draw (fixed per variant, independent of the training seed).
         clip: clip stroke pixels to their class in the mask (the embedded set's strokes are drawn
             inside their region, clipping only trims the brush at thin parts; off for real data).
+        superpixels: label diffusion (BLPSeg Table VI): if > 0, the rasterised scribbles are expanded
+            over about this many SLIC superpixels per image (:mod:`scribbleseg.blpseg.label_diffusion`);
+            0 (default) keeps the scribbles. Enters the cache key only when set.
     """
 
     width: int = 3
@@ -35,6 +38,7 @@ class ScribbleVariant:
     shrink: float = 0.0
     seed: int = 0
     clip: bool = True
+    superpixels: int = 0
 
 
 @dataclasses.dataclass
@@ -69,6 +73,15 @@ def apply_variant(strokes: list[Stroke], variant: ScribbleVariant, rng: np.rando
     return strokes
 
 
+def diffuse_labels(image: np.ndarray, scribble: np.ndarray, variant: ScribbleVariant) -> np.ndarray:
+    """``scribble`` expanded over superpixels if ``variant.superpixels`` > 0 (label diffusion), else itself."""
+    if variant.superpixels <= 0:
+        return scribble
+    from scribbleseg.blpseg.label_diffusion import expand_scribble
+
+    return expand_scribble(image, scribble, n_segments=variant.superpixels)
+
+
 def load_split(root: Path, split: str, class_names: tuple[str, ...], variant: ScribbleVariant = ScribbleVariant(),
                scribble_dir: str = "scribble_annotation", mask_dir: str = "SegmentationClass",
                limit: int | None = None) -> SplitData:
@@ -78,7 +91,7 @@ def load_split(root: Path, split: str, class_names: tuple[str, ...], variant: Sc
         root: dataset folder in VOC layout.
         split: split name ("train", "val", "trainaug", ...).
         class_names: class names, index = label value; scribble XML tags must be among them.
-        variant: scribble rasterisation and URSS drop / shrink.
+        variant: scribble rasterisation, URSS drop / shrink and label diffusion.
         scribble_dir, mask_dir: sub-folders of root holding the XML strokes and the class PNGs.
         limit: read only the first ``limit`` ids (quick runs).
 
@@ -107,7 +120,8 @@ def load_split(root: Path, split: str, class_names: tuple[str, ...], variant: Sc
             raise ValueError(f"{root / scribble_dir / sid}.xml says {size[1]}x{size[0]} but {mask_path} is "
                              f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
         strokes = apply_variant(strokes, variant, rng)
-        scribbles.append(rasterize(strokes, mask.shape, variant.width, clip_to=mask if variant.clip else None))
+        scribble = rasterize(strokes, mask.shape, variant.width, clip_to=mask if variant.clip else None)
+        scribbles.append(diffuse_labels(img, scribble, variant))
         images.append(img), masks.append(mask), all_strokes.append(strokes)
     if len({m.shape for m in masks}) > 1:
         raise ValueError(f"{root}: images of different sizes; use scribbleseg.data.voc for per-item loading")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from scribbleseg.constants import IGNORE_INDEX, VOC_CLASSES
-from scribbleseg.data.folder import ScribbleVariant, apply_variant
+from scribbleseg.data.folder import ScribbleVariant, apply_variant, diffuse_labels
 from scribbleseg.data.io import check_same_size, read_ids, read_image, read_label, write_label
 from scribbleseg.data.strokes import Stroke, rasterize, read_xml
 
@@ -161,7 +161,8 @@ class VOCScribbleDataset(Dataset):
             if size != mask.shape:
                 raise ValueError(f"{self.paths.scribbles / sid}.xml says {size[1]}x{size[0]} but {mask_path} is "
                                  f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
-            item["scribble"] = torch.from_numpy(rasterize(strokes, size, self.variant.width).astype(np.int64))
+            scribble = diffuse_labels(img, rasterize(strokes, size, self.variant.width), self.variant)
+            item["scribble"] = torch.from_numpy(scribble.astype(np.int64))
         return self.transform(item) if self.transform is not None else item
 
 

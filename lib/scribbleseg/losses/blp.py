@@ -58,20 +58,37 @@ def annotation_probability(scrib_logits: torch.Tensor, renormalize: bool = True)
     return torch.softmax(scrib_logits, 1)[:, :-1]
 
 
-def _weighted_ce(logits, target, weight_fn, normalize: str, detach_weight: bool) -> torch.Tensor:
+def _weighted_ce_map(logits, target, weight_fn, detach_weight: bool):
+    """Per-pixel y delta log p (N, H, W), zero on unlabelled pixels, with delta and the labelled mask."""
     valid = target != IGNORE_INDEX                                             # (N, H, W)
     t = target.masked_fill(~valid, 0)[:, None]                                 # (N, 1, H, W)
     logp = torch.log_softmax(logits, 1).gather(1, t)[:, 0]                     # log p_seg_{y_n, n}
     delta = weight_fn(logp.exp(), t)                                           # (N, H, W)
     if detach_weight:
         delta = delta.detach()
-    wce = -(delta * logp) * valid                                              # y delta log p, labelled only
+    return -(delta * logp) * valid, delta, valid                               # y delta log p, labelled only
+
+
+def _weighted_ce(logits, target, weight_fn, normalize: str, detach_weight: bool) -> torch.Tensor:
+    wce, delta, valid = _weighted_ce_map(logits, target, weight_fn, detach_weight)
     if normalize == "pixels":
         return wce.sum() / valid.sum().clamp(min=1)                            # 1 / N_seg, Eq. (9)-(10)
     if normalize == "weights":                                                 # released code: per image
         per = wce.flatten(1).sum(1) / ((delta * valid).flatten(1).sum(1) + 1e-7)
         return per.mean()
     raise ValueError(f"normalize must be 'pixels' or 'weights', got {normalize!r}")
+
+
+def blp_weight(p_scrib: torch.Tensor, p_seg: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """delta of Eq. (11) for every class, (N, K, H, W): (1 - p_scrib p_seg)^gamma."""
+    return (1 - p_scrib * p_seg) ** gamma
+
+
+def blp_loss_map(logits: torch.Tensor, p_scrib: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """The summand of Eq. (9) per pixel, (N, H, W): -delta log p_seg at the target class, 0 where unlabelled
+    (Fig. 8(d) draws it with pseudo-labels as ``target``)."""
+    return _weighted_ce_map(logits, target, lambda p_seg, t: (1 - p_scrib.gather(1, t)[:, 0] * p_seg) ** gamma,
+                            False)[0]
 
 
 def blp_loss(logits: torch.Tensor, p_scrib: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
