@@ -1,0 +1,133 @@
+"""URSS (Pan et al., ICCV 2021) as a training method: loss (11) =
+    pCE on scribbles + omega_1 E_{Omega-B} (Eq. 3) + omega_2 ss_P(x, phi) (Eq. 9),
+with the random walk (Eq. 5-6) embedded before the classifier (``wrap``).
+
+Two-stage training (Sec. 4): stage 1 trains pCE + soft entropy (``self_supervision=None``); stage 2
+starts from it (``run_experiment(..., init=stage1_run)``, same ``random_walk`` so the weights fit) with
+``self_supervision`` set. Stage 2's second forward pass on t_phi(x) runs in the same (train) mode, so
+BatchNorm sees both x and t_phi(x).
+
+Args (dataclass fields; the paper's values of omega_1, omega_2, gamma and the SLIC setting are in its
+supplementary material, which we do not have: ours are placeholders to tune):
+    random_walk: "paper" (Eq. 5-6), "attention" (released code's position attention) or "none".
+    alpha: initial alpha of the paper's walk. key_dim: query / key channels of the attention block.
+    entropy: "soft" (Eq. 3), "plain" (Eq. 2) or "none" (Table 1's rows). entropy_weight: omega_1.
+    entropy_resolution: "grid" (the logits grid, paper) or "full" (upsampled logits, released code).
+    entropy_keep_scribbles: scribbled pixels keep weight 1 on boundaries (released code).
+    n_segments, compactness, boundary_threshold: pseudo-boundaries (SLIC, computed per batch on
+        batch["rgb"], about 10 ms per 128 x 128 image on one core; a batch may bring its own "boundary"
+        (N, H, W) bool instead) and their pooling to the grid.
+    self_supervision: None (stage 1), "eigenspace" (Eq. 9), "features_in" (Eq. 7 on f^{L-1}) or
+        "features_out" (Eq. 7 on f^L) (Table 2's locations).
+    transform: "flip", "translate" or "random" (drawn from batch["step"]). max_shift: cells (default h // 4).
+    ss_weight: omega_2. gamma: weight of the trace term of Eq. (9).
+    ss_loss: "paper" (Eq. 9 on the transition matrices) or "released" (the released code's loss on the
+        pre-softmax energies, x as student and t_phi(x) as teacher; see :mod:`scribbleseg.urss.self_supervision`).
+    detach_teacher: the t_phi(x) pass runs under no_grad (released code); the paper lets gradients
+        flow through both.
+
+:meth:`URSS.released` sets every released-code option. ``losses`` returns {"ce"} + {"entropy"} + {"ss"}.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+
+from scribbleseg.data.grid import labels_to_grid
+from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.models.base import upsample
+from scribbleseg.urss.boundaries import batch_boundaries
+from scribbleseg.urss.entropy import boundary_to_grid, entropy, soft_entropy
+from scribbleseg.urss.model import URSSNet
+from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, transition_matrix
+from scribbleseg.urss.self_supervision import (feature_consistency, paired, released_eigenspace_loss,
+                                               soft_eigenspace_loss)
+from scribbleseg.urss.transforms import random_transform
+
+
+@dataclasses.dataclass(frozen=True)
+class URSS:
+    random_walk: str = "paper"
+    alpha: float = 0.0
+    key_dim: int = 64
+    entropy: str = "soft"
+    entropy_weight: float = 1.0
+    entropy_resolution: str = "grid"
+    entropy_keep_scribbles: bool = False
+    n_segments: int = 64
+    compactness: float = 10.0
+    boundary_threshold: float = 0.5
+    self_supervision: str | None = None
+    transform: str = "random"
+    max_shift: int | None = None
+    ss_weight: float = 1.0
+    gamma: float = 0.01
+    ss_loss: str = "paper"
+    detach_teacher: bool = False
+
+    def __post_init__(self):
+        for name, ok in [("random_walk", ("paper", "attention", "none")), ("entropy", ("soft", "plain", "none")),
+                         ("entropy_resolution", ("grid", "full")), ("transform", ("flip", "translate", "random")),
+                         ("self_supervision", (None, "eigenspace", "features_in", "features_out")),
+                         ("ss_loss", ("paper", "released"))]:
+            if getattr(self, name) not in ok:
+                raise ValueError(f"URSS.{name} must be one of {ok}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def released(cls, **overrides) -> URSS:
+        """Every documented difference of the authors' released code."""
+        return cls(**{"random_walk": "attention", "entropy_resolution": "full", "entropy_keep_scribbles": True,
+                      "ss_loss": "released", "detach_teacher": True, **overrides})
+
+    def wrap(self, base, num_classes: int) -> URSSNet:
+        if self.random_walk == "none":
+            return URSSNet(base, None)
+        if self.random_walk == "paper":
+            return URSSNet(base, RandomWalk(self.alpha))
+        dim = getattr(base, "feature_dim", None) or base.classifier.in_channels
+        return URSSNet(base, PositionAttention(dim, self.key_dim))
+
+    def _entropy(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        scribble = batch["scribble"]
+        if self.entropy_resolution == "full":
+            logits = upsample(logits, scribble.shape[-2:])                      # (N, K, H, W)
+        size = tuple(logits.shape[-2:])
+        if self.entropy == "plain":
+            return entropy(logits)                                              # (2)
+        boundary = batch.get("boundary")
+        if boundary is None:
+            boundary = batch_boundaries(batch["rgb"], self.n_segments, self.compactness)  # (N, H, W)
+        boundary = boundary_to_grid(boundary, size, self.boundary_threshold)   # (N, h, w)
+        keep = labels_to_grid(scribble, size, logits.shape[1]) if self.entropy_keep_scribbles else None
+        return soft_entropy(logits, boundary, keep)                             # (3)
+
+    def _self_supervision(self, model, batch: dict, out: dict) -> torch.Tensor:
+        x = batch["image"]
+        h, w = out["logits"].shape[-2:]
+        if x.shape[-2] % h or x.shape[-1] % w or x.shape[-2] // h != x.shape[-1] // w:
+            raise ValueError(f"URSS self-supervision needs an image size {tuple(x.shape[-2:])} that is a multiple "
+                             f"of the logits grid {(h, w)}")
+        phi = random_transform(int(batch.get("step", 0)), h, w, self.transform, self.max_shift)
+        with torch.no_grad() if self.detach_teacher else contextlib.nullcontext():
+            out_t = model(phi.image(x, x.shape[-2] // h))                       # f(t_phi(x))
+        if self.self_supervision != "eigenspace":
+            key = "features_in" if self.self_supervision == "features_in" else "features"
+            return feature_consistency(out[key], out_t[key], phi)               # (7)
+        e_x = out["energy"] if "energy" in out else transition_matrix(out["features_in"])[1]
+        e_t = out_t["energy"] if "energy" in out_t else transition_matrix(out_t["features_in"])[1]
+        a, b = paired(phi, e_x, e_t, h, w)                                       # (10) T(E(x)), E(t(x)) on V x V
+        if self.ss_loss == "released":
+            return released_eigenspace_loss(a, b)
+        return soft_eigenspace_loss(torch.log_softmax(a, -1), torch.log_softmax(b, -1), self.gamma)  # (9)
+
+    def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        out = model(batch["image"])
+        scribble = batch["scribble"]
+        terms = {"ce": partial_cross_entropy(upsample(out["logits"], scribble.shape[-2:]), scribble)}
+        if self.entropy != "none":
+            terms["entropy"] = self.entropy_weight * self._entropy(out["logits"], batch)
+        if self.self_supervision is not None:
+            terms["ss"] = self.ss_weight * self._self_supervision(model, batch, out)
+        return terms

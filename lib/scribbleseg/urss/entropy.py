@@ -1,0 +1,60 @@
+"""Entropy minimisation of URSS (Pan et al., ICCV 2021), Sec. 3.1, Eq. (2)-(3).
+
+    E_Omega     = -1/|Omega|     sum_{(i,j) in Omega}     sum_c s_{i,j,c} log s_{i,j,c}      (2)
+    E_{Omega-B} = -1/|Omega - B| sum_{(i,j) in Omega - B} sum_c s_{i,j,c} log s_{i,j,c}      (3)
+
+s = softmax of the logits; B = pseudo-boundaries (:mod:`scribbleseg.urss.boundaries`). Omega is every
+position of the prediction, scribbled or not. The paper computes s on the network's output grid (the
+"neural representation", 59 x 59 for a 465 x 465 crop); :func:`boundary_to_grid` brings B there: a cell
+is a boundary when at least ``threshold`` of its pixels are (0.5: the excluded fraction of the grid stays
+close to that of the pixels; "any pixel" would exclude about half of a 32 x 32 grid at 64 superpixels).
+
+Released-code option: the soft entropy on the logits upsampled to full resolution, with the scribbled
+pixels kept (weight 1) even on a boundary: call :func:`soft_entropy` on full-resolution logits with
+``scribble``. Both keep the mean of Eq. (3) (the sum over kept positions / their number).
+
+Shapes: logits (N, K, H, W); boundary (N, H, W) bool (True = in B); scribble (N, H, W) long with
+IGNORE_INDEX. Returns scalars, 0 (not NaN) when no position is kept.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from scribbleseg.constants import IGNORE_INDEX
+
+
+def entropy_map(logits: torch.Tensor) -> torch.Tensor:
+    """Per-position entropy -sum_c s_c log s_c of softmax(logits), (N, H, W) (Fig. 3)."""
+    logs = torch.log_softmax(logits, 1)                                       # log s, stable as s -> 0
+    return -(logs.exp() * logs).sum(1)
+
+
+def _masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return (values * keep).sum() / keep.sum().clamp(min=1)
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Eq. (2): mean entropy over every position of every image."""
+    return entropy_map(logits).mean()                                         # (2)
+
+
+def soft_entropy(logits: torch.Tensor, boundary: torch.Tensor, scribble: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. (3): mean entropy over the positions outside the pseudo-boundaries B.
+
+    Args:
+        logits: (N, K, H, W). boundary: (N, H, W) bool, same size as logits.
+        scribble: if given (released code), labelled positions are kept even on a boundary.
+    """
+    keep = ~boundary                                                          # Omega - B
+    if scribble is not None:
+        keep = keep | (scribble != IGNORE_INDEX)
+    return _masked_mean(entropy_map(logits), keep)                            # (3)
+
+
+def boundary_to_grid(boundary: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
+    """Pseudo-boundaries (N, H, W) -> (N, h, w) on the logits grid: cells whose boundary fraction >= threshold."""
+    if tuple(boundary.shape[-2:]) == tuple(size):
+        return boundary
+    frac = F.adaptive_avg_pool2d(boundary.float()[:, None], size)[:, 0]      # (N, h, w) fraction of B
+    return frac >= threshold

@@ -1,0 +1,120 @@
+"""URSS as a training method: the wrapped network, loss (11)'s terms, released-code options, two-stage training."""
+import math
+
+import pytest
+import torch
+from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.methods.urss import URSS
+from scribbleseg.models.base import upsample
+from scribbleseg.models.small import SmallSegNet
+from scribbleseg.urss.entropy import soft_entropy
+from scribbleseg.urss.random_walk import PositionAttention, RandomWalk
+
+U = IGNORE_INDEX
+
+
+def _batch(n=2, size=32, k=3, step=0):
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.rand(n, 3, size, size, generator=g) * 255
+    scribble = torch.full((n, size, size), U)
+    scribble[:, 4:8, 4:20] = 1
+    scribble[:, 20:24, 8:12] = 0
+    return {"image": (rgb / 255 - 0.45) / 0.25, "rgb": rgb, "scribble": scribble, "index": torch.arange(n),
+            "step": step}
+
+
+def _model(method, k=3):
+    torch.manual_seed(0)
+    return method.wrap(SmallSegNet(k, width=4), k)
+
+
+def test_wrapped_network_puts_the_walk_before_the_classifier():
+    for walk, cls in (("paper", RandomWalk), ("attention", PositionAttention), ("none", type(None))):
+        model = _model(URSS(random_walk=walk, alpha=0.5)).eval()
+        assert isinstance(model.walk, cls)
+        x = _batch()["image"]
+        out = model(x)
+        assert out["logits"].shape == (2, 3, 8, 8) and out["features_in"].shape == (2, 12, 8, 8)
+        assert torch.allclose(out["logits"], model.classifier(out["features"]))
+        assert torch.allclose(model.features(x), out["features"])
+        if walk == "none":
+            assert "transition" not in out and torch.equal(out["features"], out["features_in"])
+        else:
+            assert out["transition"].shape == (2, 64, 64)
+            assert torch.allclose(out["transition"].sum(-1), torch.ones(2, 64))
+
+
+@pytest.mark.parametrize("method", [
+    URSS(), URSS(entropy="plain"), URSS(entropy="none", random_walk="none"),
+    URSS(self_supervision="eigenspace", transform="flip"), URSS(self_supervision="eigenspace", transform="translate"),
+    URSS(self_supervision="eigenspace", random_walk="none"), URSS(self_supervision="features_in"),
+    URSS(self_supervision="features_out", transform="translate"), URSS.released(self_supervision="eigenspace"),
+])
+def test_losses_finite_with_gradients(method):
+    model = _model(method)
+    terms = method.losses(model, _batch(step=3))
+    expect = {"ce"} | ({"entropy"} if method.entropy != "none" else set())
+    expect |= {"ss"} if method.self_supervision else set()
+    assert set(terms) == expect and all(torch.isfinite(v) and v.ndim == 0 for v in terms.values())
+    sum(terms.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_entropy_options_match_their_formulas():
+    batch = _batch()
+    batch["boundary"] = torch.zeros(2, 32, 32, dtype=torch.bool)
+    batch["boundary"][:, :, 6:10] = True                                   # crosses the class-1 scribble
+    model = _model(URSS())
+    with torch.no_grad():
+        logits = model(batch["image"])["logits"]
+        paper = URSS().losses(model, batch)["entropy"]
+        grid_b = torch.zeros(2, 8, 8, dtype=torch.bool)
+        grid_b[:, :, 1:3] = True                                           # pixel columns 6-7 and 8-9: half a cell each
+        assert paper.item() == pytest.approx(soft_entropy(logits, grid_b).item(), rel=1e-6)
+        released = URSS.released().losses(model, batch)["entropy"]         # full resolution, scribbles kept
+        full = upsample(logits, (32, 32))
+        expect = soft_entropy(full, batch["boundary"], batch["scribble"])
+        assert released.item() == pytest.approx(expect.item(), rel=1e-6)
+        assert released.item() != pytest.approx(soft_entropy(full, batch["boundary"]).item(), rel=1e-6)
+
+
+def test_detached_teacher_changes_only_the_gradient():
+    batch = _batch(step=1)
+    grads = []
+    for detach in (False, True):
+        method = URSS(self_supervision="eigenspace", entropy="none", detach_teacher=detach, transform="flip")
+        model = _model(method)
+        ss = method.losses(model, batch)["ss"]
+        grads.append((ss.item(), torch.autograd.grad(ss, model.base.stem[0].weight)[0]))
+    assert grads[0][0] == pytest.approx(grads[1][0]) and not torch.allclose(grads[0][1], grads[1][1])
+
+
+def test_self_supervision_needs_a_grid_aligned_image():
+    method = URSS(self_supervision="eigenspace")
+    batch = _batch(size=30)
+    with pytest.raises(ValueError, match="multiple"):
+        method.losses(_model(method), batch)
+    with pytest.raises(ValueError, match="URSS.transform"):
+        URSS(transform="rotate")
+
+
+def test_urss_two_stage_training_and_reload(tiny_dataset, tmp_path, monkeypatch):
+    from scribbleseg.data.folder import ScribbleVariant
+    from scribbleseg.evaluate import evaluate
+    from scribbleseg.experiment import load_data, run_experiment
+    from scribbleseg.train import TrainConfig
+
+    cfg_ds, root = tiny_dataset
+    monkeypatch.setattr("scribbleseg.experiment.ensure_embedded", lambda c: root)
+    cfg = TrainConfig(width=4, epochs=2, batch_size=8, lr=1e-2)
+    for stage1, stage2 in ((URSS(), URSS(self_supervision="eigenspace")),
+                           (URSS.released(), URSS.released(self_supervision="eigenspace", transform="translate"))):
+        first = run_experiment(cfg_ds, ScribbleVariant(), cfg, stage1, log=lambda *_: None, root=tmp_path)
+        second = run_experiment(cfg_ds, ScribbleVariant(), cfg, stage2, log=lambda *_: None, root=tmp_path, init=first)
+        assert set(first.history[-1]) >= {"ce", "entropy"} and set(second.history[-1]) >= {"ce", "entropy", "ss"}
+        assert all(math.isfinite(h["loss"]) for h in first.history + second.history)
+        assert second.spec["init"] == first.key
+        model = second.load_model(stage2)
+        with torch.no_grad():
+            assert evaluate(model, load_data(cfg_ds, "val"))["miou"] == pytest.approx(second.metrics["miou"])
