@@ -151,3 +151,23 @@ def test_interactive_cell_draws_a_plain_figure_headless(monkeypatch):
     fig = plots.interactive(draw, gamma=(0.0, 5.0, 0.5))
     assert isinstance(fig, matplotlib.figure.Figure) and calls == [2.0]
     assert plots.heat(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
+
+
+def test_released_low_level_projection_and_stable_keys():
+    from scribbleseg.experiment import experiment_key
+    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.data.embedded import EmbeddedConfig
+    from scribbleseg.data.folder import ScribbleVariant
+    from scribbleseg.modules.lam import LowLevelFeatures
+    from scribbleseg.train import TrainConfig
+
+    torch.manual_seed(0)
+    low = LowLevelFeatures(6, project=True)
+    x = torch.randn(2, 3, 16, 16)
+    f = torch.nn.functional.layer_norm(low.conv(x).permute(0, 2, 3, 1), (6,), low.norm.weight, low.norm.bias)
+    expected = torch.nn.functional.conv2d(f.permute(0, 3, 1, 2), low.project.weight, low.project.bias)  # 1x1 after LN
+    assert torch.allclose(low(x), expected, atol=1e-6)
+    assert LowLevelFeatures(6).project is None
+    key = lambda m: experiment_key(EmbeddedConfig(), ScribbleVariant(), TrainConfig(), m)  # noqa: E731
+    assert "low_projection" not in key(BLPSeg())[1]["method"] and key(BLPSeg(low_projection=True))[0] != key(BLPSeg())[0]
+    assert BLPSeg(low_projection=True).wrap(_net().base, 3).low.project is not None

@@ -59,7 +59,11 @@ def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVa
 
 
 def _method_spec(method) -> dict:
-    return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **dataclasses.asdict(method)}
+    """Class name and fields; a field listed in the method's ``KEY_OPTIONAL`` {name: default} (fields added after
+    runs were cached) enters only when it differs from that default, so that older cache entries stay valid."""
+    optional = getattr(type(method), "KEY_OPTIONAL", {})
+    fields = {k: v for k, v in dataclasses.asdict(method).items() if k not in optional or v != optional[k]}
+    return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **fields}
 
 
 def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,

@@ -37,13 +37,14 @@ class BLPSegNet(SegmentationModel):
     """
 
     def __init__(self, base: SegmentationModel, num_classes: int, feat_dim: int, hidden: int = 64,
-                 lam: LAM | None = None, low_dim: int = 32, detach_scribble_features: bool = False):
+                 lam: LAM | None = None, low_dim: int = 32, detach_scribble_features: bool = False,
+                 low_projection: bool = False):
         super().__init__()
         self.base, self.lam, self.detach_scribble_features = base, lam, detach_scribble_features
         self.output_stride = base.output_stride
         self.seg_head = _head(feat_dim, hidden, num_classes)
         self.scrib_head = _head(feat_dim, hidden, num_classes + 1)
-        self.low = LowLevelFeatures(low_dim, stride=4) if lam is not None else None
+        self.low = LowLevelFeatures(low_dim, stride=4, project=low_projection) if lam is not None else None
         self.classifier = self.seg_head
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

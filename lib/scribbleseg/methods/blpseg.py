@@ -13,11 +13,14 @@ scribble pixels override).
 
 Released-code options (default = paper), see :mod:`scribbleseg.losses.blp`: ``normalize="weights"``,
 ``detach_weight``, ``renormalize_scrib=False``, ``detach_scribble_features`` (scribble head on detached
-decoder features), ``detach_scrib_in_loss`` (p_scrib detached in BL).
+decoder features), ``detach_scrib_in_loss`` (p_scrib detached in BL), ``low_projection`` (a 1x1 convolution
+after the LayerNorm of the LAM's low-level features). The released code also aggregates logits before upsampling
+and uses no temperature, as the paper's Eq. (4)-(8) and this implementation do.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +55,9 @@ class BLPSeg:
     renormalize_scrib: bool = True
     detach_scribble_features: bool = False
     detach_scrib_in_loss: bool = False
+    low_projection: bool = False
+
+    KEY_OPTIONAL: ClassVar[dict] = {"low_projection": False}  # added later: enters the cache key only when set
 
     def __post_init__(self):
         for name, value, ok in [("region", self.region, ("all", "labelled", "unlabelled")),
@@ -64,7 +70,7 @@ class BLPSeg:
     def wrap(self, base, num_classes: int) -> BLPSegNet:
         lam = LAM(self.sigma, self.similarity, self.learn_sigma, self.lam_impl) if self.lam else None
         return BLPSegNet(base, num_classes, base.classifier.in_channels, self.hidden, lam, self.low_dim,
-                         self.detach_scribble_features)
+                         self.detach_scribble_features, self.low_projection)
 
     def _sources(self, scribble: torch.Tensor, size, k: int):
         if not self.lam or self.region == "all":

@@ -131,16 +131,19 @@ def local_lam(x: torch.Tensor, sigma: float, f_low=None, f_high=None, similarity
 
 
 class LowLevelFeatures(nn.Module):
-    """f of Eq. (5): a 4x4 convolution with stride 4 on the image, then LayerNorm over channels (Sec. IV-B)."""
+    """f of Eq. (5): a 4x4 convolution with stride 4 on the image, then LayerNorm over channels (Sec. IV-B).
+    ``project=True``: the released code's extra 1x1 convolution after the LayerNorm."""
 
-    def __init__(self, dim: int = 32, stride: int = 4, in_channels: int = 3):
+    def __init__(self, dim: int = 32, stride: int = 4, in_channels: int = 3, project: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, dim, kernel_size=stride, stride=stride)
         self.norm = nn.LayerNorm(dim)
+        self.project = nn.Conv2d(dim, dim, 1) if project else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         f = self.conv(image)                                                   # (N, D, H/4, W/4)
-        return self.norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        f = self.norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)               # LayerNorm over D
+        return f if self.project is None else self.project(f)
 
 
 class LAM(nn.Module):
