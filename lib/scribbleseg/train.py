@@ -88,7 +88,8 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, total_steps: int):
 
 def to_batch(data: SplitData, idx: np.ndarray, flips: np.ndarray | None, device: torch.device) -> dict:
     """Cut a batch: image (N, 3, H, W) float normalised, rgb (N, 3, H, W) float colours on 0-255 (for
-    affinities), scribble / mask (N, H, W) long, index (N,)."""
+    affinities), scribble / mask (N, H, W) long, index (N,), flip (N,) bool (which samples are mirrored, for
+    methods that look up per-image maps by index)."""
     img, mask, scrib = data.images[idx], data.masks[idx], data.scribbles[idx]
     if flips is not None and flips.any():
         img, mask, scrib = img.copy(), mask.copy(), scrib.copy()
@@ -97,7 +98,8 @@ def to_batch(data: SplitData, idx: np.ndarray, flips: np.ndarray | None, device:
     return {"image": ((image - MEAN) / STD).to(device), "rgb": (image * 255).to(device),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long().to(device),
             "scribble": torch.from_numpy(np.ascontiguousarray(scrib)).long().to(device),
-            "index": torch.from_numpy(idx)}
+            "index": torch.from_numpy(idx),
+            "flip": torch.zeros(len(idx), dtype=torch.bool) if flips is None else torch.from_numpy(np.asarray(flips, bool))}
 
 
 def epoch_batches(data, cfg: TrainConfig, epoch: int, steps: int, order: np.ndarray, flips: np.ndarray,

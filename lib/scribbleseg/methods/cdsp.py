@@ -1,0 +1,105 @@
+"""CDSP (Zhang et al., "Scribble Hides Class", AAAI 2024) as a training method: stage 2, Eq. (5).
+
+    L = L_seg + L_lorm + L_de = (L_segs + L_segc) + L_lorm + (L_ds + L_dc)                    (5), (7), (18)
+
+``losses(model, batch)`` returns the enabled terms among {"segs", "segc", "ds", "dc", "lorm"} (the switches
+of Table 2's rows, :data:`scribbleseg.cdsp.paper_numbers.TABLE2`); ``wrap(base, K)`` adds the LoRM
+(:class:`~scribbleseg.cdsp.model.CDSPNet`) when ``lorm`` is on. Segmentation losses and the distance
+entropy use the logits upsampled to the label size; LoRM works on the feature grid.
+
+The pseudo-labels of stage 1 come in as ``pseudo``, a :class:`~scribbleseg.cdsp.store.PseudoLabels`
+of the training split (from :func:`scribbleseg.cdsp.pseudo_labels.pseudo_labels` or any other source,
+e.g. Table 3's SEAM / AFA / BMP labels). Its ``key`` (a hash of the labels) is its only dataclass
+field, so it enters the experiment key; it is looked up by ``batch["index"]`` and flipped like the
+batch's images (see :mod:`scribbleseg.cdsp.store`). The distance maps d_s, d_c are recomputed from the
+batch's scribbles and pseudo-labels each step (a few ms per image with the EDT).
+
+Args (dataclass fields; defaults = the paper):
+    pseudo: the pseudo-labels (needed by segc, dc and lorm).
+    segs, segc, ds, dc, lorm: which terms are on (Table 2).
+    epsilon: label smoothing of L_segc (0.1). lambda_s, lambda_c: exponents of Eq. (16) / (14)
+        (Table 2: 1 and 6; see :mod:`scribbleseg.cdsp.distance_maps` on the ambiguity).
+    lorm_features: "backbone" (paper) or "decoder".
+Released-code options: lorm_mask="query", lorm_downsample="bilinear", lorm_reduction="nonzero"
+(:mod:`scribbleseg.cdsp.lorm`); scribble_seeds="foreground", frame_is_boundary=True
+(:mod:`scribbleseg.cdsp.distance_maps`); del_count="terms" (:mod:`scribbleseg.cdsp.distance_entropy`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from scribbleseg.cdsp.distance_entropy import distance_entropy, entropy_map
+from scribbleseg.cdsp.distance_maps import distance_maps
+from scribbleseg.cdsp.lorm import foreground_mask
+from scribbleseg.cdsp.model import CDSPNet
+from scribbleseg.cdsp.store import PseudoLabels
+from scribbleseg.cdsp.supervision import smoothed_cross_entropy
+from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.models.base import upsample
+
+
+@dataclasses.dataclass(frozen=True)
+class CDSP:
+    pseudo: PseudoLabels | None = None
+    segs: bool = True
+    segc: bool = True
+    ds: bool = True
+    dc: bool = True
+    lorm: bool = True
+    epsilon: float = 0.1
+    lambda_s: float = 1.0
+    lambda_c: float = 6.0
+    lorm_features: str = "backbone"
+    lorm_mask: str = "key"
+    lorm_downsample: str = "area"
+    lorm_reduction: str = "mean"
+    scribble_seeds: str = "all"
+    frame_is_boundary: bool = False
+    del_count: str = "weights"
+
+    def __post_init__(self):
+        for name, value, ok in [("lorm_features", self.lorm_features, ("backbone", "decoder")),
+                                ("lorm_mask", self.lorm_mask, ("key", "query")),
+                                ("lorm_downsample", self.lorm_downsample, ("area", "bilinear")),
+                                ("lorm_reduction", self.lorm_reduction, ("mean", "nonzero")),
+                                ("scribble_seeds", self.scribble_seeds, ("all", "foreground")),
+                                ("del_count", self.del_count, ("weights", "terms"))]:
+            if value not in ok:
+                raise ValueError(f"CDSP.{name} must be one of {ok}, got {value!r}")
+        if not any((self.segs, self.segc, self.ds, self.dc, self.lorm)):
+            raise ValueError("CDSP needs at least one of segs, segc, ds, dc, lorm")
+        if self.pseudo is None and (self.segc or self.dc or self.lorm):
+            raise ValueError("CDSP with segc, dc or lorm needs pseudo=PseudoLabels.from_array(...)")
+
+    def wrap(self, base, num_classes: int):
+        if not self.lorm:
+            return base
+        return CDSPNet(base, self.lorm_features, self.lorm_mask, self.lorm_reduction)
+
+    def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        scribble = batch["scribble"]                                               # (N, H, W)
+        out = model(batch["image"])
+        logits = upsample(out["logits"], scribble.shape[-2:])                      # (N, K, H, W)
+        pseudo = self.pseudo.batch_labels(batch) if (self.segc or self.dc or self.lorm) else None
+        terms = {}
+        if self.segs:
+            terms["segs"] = partial_cross_entropy(logits, scribble)                 # (8)
+        if self.segc:
+            terms["segc"] = smoothed_cross_entropy(logits, pseudo, self.epsilon)    # (9)
+        if self.ds or self.dc:
+            d_s, d_c = distance_maps(scribble if self.ds else None, pseudo if self.dc else None, self.lambda_s,
+                                     self.lambda_c, self.scribble_seeds, self.frame_is_boundary)  # (16), (14)
+            h = entropy_map(logits)                                                  # (N, H, W)
+            if self.ds:
+                terms["ds"] = distance_entropy(logits, d_s, self.del_count, h)      # (17)
+            if self.dc:
+                terms["dc"] = distance_entropy(logits, d_c, self.del_count, h)      # (15)
+        if self.lorm:
+            if not isinstance(model, CDSPNet):
+                raise TypeError("CDSP(lorm=True) needs the network wrapped by CDSP.wrap (a CDSPNet)")
+            f = out["lorm_features"]                                                 # (N, C, h, w)
+            mask = foreground_mask(pseudo, f.shape[-2:], self.lorm_downsample)       # (11) M on the feature grid
+            terms["lorm"] = model.lorm(f, mask)[1]                                  # (13)
+        return terms
