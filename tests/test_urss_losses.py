@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.urss.boundaries import batch_boundaries, pseudo_boundaries, split_boundaries
+from scribbleseg.urss import boundaries as boundaries_module
+from scribbleseg.urss.boundaries import (batch_boundaries, batch_boundaries_cached, cache_info, cached_boundaries,
+                                         clear_cache, pseudo_boundaries, split_boundaries)
 from scribbleseg.urss.entropy import boundary_to_grid, entropy, entropy_map, soft_entropy
 from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, transition_matrix, walk
 from scribbleseg.urss.self_supervision import (eigenspace, explicit_eigenspace_loss, feature_consistency, paired,
@@ -62,6 +64,65 @@ def test_pseudo_boundaries_follow_colour_edges():
     rgb = torch.from_numpy(imgs.copy()).permute(0, 3, 1, 2).float()
     assert (batch_boundaries(rgb, n_segments=4).numpy() == table).all()
 
+
+
+def _blobs(n=4, h=32, w=40, seed=0):
+    """n smooth, left-right asymmetric colour images (H, W, 3) uint8 (non-square: catches axis mix-ups)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    out = np.zeros((n, h, w, 3))
+    for i in range(n):
+        for _ in range(5):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w * 0.7), rng.uniform(4, 10)
+            out[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    return (out + rng.uniform(0, 8, out.shape)).astype(np.uint8)
+
+
+def test_cached_boundaries_are_the_mirrored_boundaries_of_the_stored_image():
+    clear_cache()
+    imgs = _blobs()
+    flips = np.array([True, False, True, False])
+    shown = np.where(flips[:, None, None, None], imgs[:, :, ::-1], imgs)          # what to_batch feeds the network
+    rgb = torch.from_numpy(shown).permute(0, 3, 1, 2).float()
+    got = batch_boundaries_cached(rgb, torch.from_numpy(flips), n_segments=8)
+    assert got.shape == (4, 32, 40) and got.dtype == torch.bool
+    for i in range(4):
+        b = pseudo_boundaries(imgs[i], n_segments=8)
+        assert np.array_equal(got[i].numpy(), np.flip(b, 1) if flips[i] else b)
+    assert cache_info()["misses"] == 4 and cache_info()["hits"] == 0 and cache_info()["entries"] == 4
+    again = batch_boundaries_cached(rgb, flips, n_segments=8)                   # a later epoch: all hits
+    assert torch.equal(again, got) and cache_info()["hits"] == 4 and cache_info()["misses"] == 4
+    unflipped = batch_boundaries_cached(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), np.zeros(4, bool),
+                                        n_segments=8)                            # same stored images, other flips
+    assert cache_info()["hits"] == 8 and torch.equal(unflipped, torch.from_numpy(split_boundaries(imgs, 8)))
+    assert torch.equal(unflipped[0], got[0].flip(-1)) and torch.equal(unflipped[1], got[1])
+    # per-batch recomputation gives B(flip(x)) instead: SLIC is not mirror-equivariant (the documented difference)
+    per_batch = batch_boundaries(rgb, n_segments=8)
+    assert torch.equal(per_batch[~torch.from_numpy(flips)], got[~torch.from_numpy(flips)])
+    cached_boundaries(imgs[0], n_segments=12)                                   # another setting: another entry
+    assert cache_info()["entries"] == 5 and cache_info()["misses"] == 5
+    out = cached_boundaries(imgs[0], n_segments=8)
+    out[:] = True                                                               # callers get fresh arrays
+    assert np.array_equal(cached_boundaries(imgs[0], n_segments=8), pseudo_boundaries(imgs[0], n_segments=8))
+    with pytest.raises(ValueError, match="flip"):
+        batch_boundaries_cached(rgb, flips[:3], n_segments=8)
+    with pytest.raises(ValueError, match="uint8"):
+        cached_boundaries(imgs[0].astype(np.float32))
+    clear_cache()
+    assert cache_info() == {"entries": 0, "hits": 0, "misses": 0, "bytes": 0}
+
+
+def test_boundary_cache_evicts_least_recently_used(monkeypatch):
+    clear_cache()
+    imgs = _blobs(3, 16, 16)
+    monkeypatch.setattr(boundaries_module, "CACHE_BYTES", 2 * 16 * 16 // 8)      # room for two packed entries
+    for im in imgs:
+        cached_boundaries(im, n_segments=4)
+    assert cache_info()["entries"] == 2 and cache_info()["bytes"] == 64
+    cached_boundaries(imgs[2], n_segments=4)                                    # most recent: still there
+    cached_boundaries(imgs[0], n_segments=4)                                    # evicted: recomputed
+    assert cache_info()["hits"] == 1 and cache_info()["misses"] == 4 and cache_info()["entries"] == 2
+    clear_cache()
 
 def test_transition_rows_sum_to_one_and_walk_is_equation_5():
     torch.manual_seed(0)

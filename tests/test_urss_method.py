@@ -79,6 +79,51 @@ def test_entropy_options_match_their_formulas():
         assert released.item() != pytest.approx(soft_entropy(full, batch["boundary"]).item(), rel=1e-6)
 
 
+
+def test_cached_boundaries_follow_the_training_loops_flips(tiny_dataset):
+    import numpy as np
+    from scribbleseg.constants import EMBEDDED_CLASSES
+    from scribbleseg.data.folder import load_split
+    from scribbleseg.train import to_batch
+    from scribbleseg.urss.boundaries import cache_info, clear_cache, pseudo_boundaries
+
+    data = load_split(tiny_dataset[1], "train", EMBEDDED_CLASSES)
+    idx = np.array([3, 0, 7, 5, 3, 1])
+    flips = np.array([True, False, True, False, False, True])
+    batch = to_batch(data, idx, flips, torch.device("cpu"))
+    clear_cache()
+    method = URSS(n_segments=16)
+    got = method.pseudo_boundaries(batch).numpy()
+    for i, (j, f) in enumerate(zip(idx, flips)):
+        b = pseudo_boundaries(data.images[j], n_segments=16)                    # the unflipped training image
+        assert np.array_equal(got[i], np.flip(b, 1) if f else b)
+    assert cache_info()["misses"] == 5 and cache_info()["hits"] == 1            # image 3 twice: computed once
+    assert np.array_equal(got[0], np.flip(got[4], 1))
+    # fallback: recomputed on batch["rgb"] as it is, when asked or when the batch has no "flip" (DataLoader / VOC)
+    per_batch = URSS(n_segments=16, boundaries="batch").pseudo_boundaries(batch).numpy()
+    no_flip = URSS(n_segments=16).pseudo_boundaries({k: v for k, v in batch.items() if k != "flip"}).numpy()
+    assert np.array_equal(no_flip, per_batch) and cache_info()["hits"] == 1   # the cache was not touched
+    for i, j in enumerate(idx):
+        assert np.array_equal(per_batch[i], pseudo_boundaries(np.ascontiguousarray(
+            data.images[j, :, ::-1] if flips[i] else data.images[j]), n_segments=16))
+    assert np.array_equal(per_batch[~flips], got[~flips])
+    # both paths train: finite terms with gradients
+    for m, b in ((method, batch), (URSS(n_segments=16), {k: v for k, v in batch.items() if k != "flip"})):
+        model = _model(m, len(data.class_names))
+        terms = m.losses(model, b)
+        assert torch.isfinite(terms["entropy"])
+        sum(terms.values()).backward()
+    clear_cache()
+
+
+def test_boundaries_field_enters_the_key():
+    from scribbleseg.experiment import _method_spec
+
+    assert _method_spec(URSS(boundaries="batch"))["boundaries"] == "batch"
+    assert _method_spec(URSS())["boundaries"] == "cached"
+    with pytest.raises(ValueError, match="URSS.boundaries"):
+        URSS(boundaries="disk")
+
 def test_detached_teacher_changes_only_the_gradient():
     batch = _batch(step=1)
     grads = []
@@ -107,7 +152,10 @@ def test_urss_two_stage_training_and_reload(tiny_dataset, tmp_path, monkeypatch)
 
     cfg_ds, root = tiny_dataset
     monkeypatch.setattr("scribbleseg.experiment.ensure_embedded", lambda c: root)
+    from scribbleseg.urss.boundaries import cache_info, clear_cache
+
     cfg = TrainConfig(width=4, epochs=2, batch_size=8, lr=1e-2)
+    clear_cache()
     for stage1, stage2 in ((URSS(), URSS(self_supervision="eigenspace")),
                            (URSS.released(), URSS.released(self_supervision="eigenspace", transform="translate"))):
         first = run_experiment(cfg_ds, ScribbleVariant(), cfg, stage1, log=lambda *_: None, root=tmp_path)
@@ -118,3 +166,6 @@ def test_urss_two_stage_training_and_reload(tiny_dataset, tmp_path, monkeypatch)
         model = second.load_model(stage2)
         with torch.no_grad():
             assert evaluate(model, load_data(cfg_ds, "val"))["miou"] == pytest.approx(second.metrics["miou"])
+    n = len(load_data(cfg_ds, "train"))                       # 4 runs x 2 epochs, boundaries computed once per image
+    assert cache_info()["misses"] == n and cache_info()["hits"] == 7 * n
+    clear_cache()

@@ -14,9 +14,19 @@ supplementary material, which we do not have: ours are placeholders to tune):
     entropy: "soft" (Eq. 3), "plain" (Eq. 2) or "none" (Table 1's rows). entropy_weight: omega_1.
     entropy_resolution: "grid" (the logits grid, paper) or "full" (upsampled logits, released code).
     entropy_keep_scribbles: scribbled pixels keep weight 1 on boundaries (released code).
-    n_segments, compactness, boundary_threshold: pseudo-boundaries (SLIC, computed per batch on
-        batch["rgb"], about 10 ms per 128 x 128 image on one core; a batch may bring its own "boundary"
-        (N, H, W) bool instead) and their pooling to the grid.
+    n_segments, compactness, boundary_threshold: pseudo-boundaries (SLIC, about 10 ms per 128 x 128 image
+        on one core) and their pooling to the grid.
+    boundaries: where the pseudo-boundaries come from (a batch may bring its own "boundary" (N, H, W)
+        bool, used as is):
+        "cached" (default): computed once per training image and cached (:func:`~scribbleseg.urss.boundaries.
+        batch_boundaries_cached`: memoised on the image's content, so the first epoch computes them and
+        later epochs and runs reuse them), transformed like the image: a sample that
+        :func:`scribbleseg.train.to_batch` mirrored (batch["flip"]) gets the mirrored boundaries of
+        its stored image. Fallback: a batch without a "flip" entry (a Dataset read through a
+        DataLoader, e.g. VOC with RandomScaleCropFlip, whose crops / scales / flips have no stored
+        counterpart) gets them computed per batch on batch["rgb"] as it is, like "batch".
+        "batch": always recomputed per batch on batch["rgb"] as it is (B of the flipped image for a
+        flipped sample; about 0.16-0.2 s per batch of 16 on one core).
     self_supervision: None (stage 1), "eigenspace" (Eq. 9), "features_in" (Eq. 7 on f^{L-1}) or
         "features_out" (Eq. 7 on f^L) (Table 2's locations).
     transform: "flip", "translate" or "random" (drawn from batch["step"]). max_shift: cells (default h // 4).
@@ -38,7 +48,7 @@ import torch
 from scribbleseg.data.grid import labels_to_grid
 from scribbleseg.losses.pce import partial_cross_entropy
 from scribbleseg.models.base import upsample
-from scribbleseg.urss.boundaries import batch_boundaries
+from scribbleseg.urss.boundaries import batch_boundaries, batch_boundaries_cached
 from scribbleseg.urss.entropy import boundary_to_grid, entropy, soft_entropy
 from scribbleseg.urss.model import URSSNet
 from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, transition_matrix
@@ -59,6 +69,7 @@ class URSS:
     n_segments: int = 64
     compactness: float = 10.0
     boundary_threshold: float = 0.5
+    boundaries: str = "cached"
     self_supervision: str | None = None
     transform: str = "random"
     max_shift: int | None = None
@@ -71,7 +82,7 @@ class URSS:
         for name, ok in [("random_walk", ("paper", "attention", "none")), ("entropy", ("soft", "plain", "none")),
                          ("entropy_resolution", ("grid", "full")), ("transform", ("flip", "translate", "random")),
                          ("self_supervision", (None, "eigenspace", "features_in", "features_out")),
-                         ("ss_loss", ("paper", "released"))]:
+                         ("ss_loss", ("paper", "released")), ("boundaries", ("cached", "batch"))]:
             if getattr(self, name) not in ok:
                 raise ValueError(f"URSS.{name} must be one of {ok}, got {getattr(self, name)!r}")
 
@@ -89,6 +100,13 @@ class URSS:
         dim = getattr(base, "feature_dim", None) or base.classifier.in_channels
         return URSSNet(base, PositionAttention(dim, self.key_dim))
 
+    def pseudo_boundaries(self, batch: dict) -> torch.Tensor:
+        """B (N, H, W) bool of a batch's images (see ``boundaries``): cached and mirrored per batch["flip"],
+        or computed on batch["rgb"] (``boundaries="batch"``, or a batch without "flip")."""
+        if self.boundaries == "cached" and batch.get("flip") is not None:
+            return batch_boundaries_cached(batch["rgb"], batch["flip"], self.n_segments, self.compactness)
+        return batch_boundaries(batch["rgb"], self.n_segments, self.compactness)
+
     def _entropy(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         scribble = batch["scribble"]
         if self.entropy_resolution == "full":
@@ -98,7 +116,7 @@ class URSS:
             return entropy(logits)                                              # (2)
         boundary = batch.get("boundary")
         if boundary is None:
-            boundary = batch_boundaries(batch["rgb"], self.n_segments, self.compactness)  # (N, H, W)
+            boundary = self.pseudo_boundaries(batch)                            # (N, H, W)
         boundary = boundary_to_grid(boundary, size, self.boundary_threshold)   # (N, h, w)
         keep = labels_to_grid(scribble, size, logits.shape[1]) if self.entropy_keep_scribbles else None
         return soft_entropy(logits, boundary, keep)                             # (3)
