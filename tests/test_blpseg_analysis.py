@@ -125,15 +125,16 @@ def test_recipe_and_compare():
     from scribbleseg.experiment import RunResult
 
     def runs(*v):
-        return [RunResult("k", None, {}, {"miou": x}, [], 0.0, True) for x in v]
+        return [RunResult("k", None, {"train": {"seed": s}}, {"miou": x}, [], 0.0, True) for s, x in enumerate(v)]
 
-    r = {"a": runs(70, 71, 72), "b": runs(72, 73, 74), "c": runs(69, 70, 71)}
+    r = {"a": runs(70, 71, 72), "b": runs(72, 73, 74), "c": runs(69, 70, 71), "d": runs(71, 70)}
     lines = study.compare(r, "a", {"a": 1.0, "b": 2.0})
     assert lines[0].startswith("b - a: +2.00") and "better" in lines[0] and "paper +1.00" in lines[0]
     assert "worse" in lines[1] and "paper" not in lines[1]
+    assert lines[2].startswith("d - a: +0.00") and "2 seeds" in lines[2]              # paired over seeds 0 and 1
     assert study.same_sign(r, "a", {"a": 1.0, "b": 2.0, "c": 2.0}) == {"b": True, "c": False}
     t = study.table("T", r, {"b": 75.0}).to_dict()["rows"]
-    assert [row["paper"] for row in t] == [None, 75.0, None] and t[1]["mean"] == pytest.approx(73)
+    assert [row["paper"] for row in t] == [None, 75.0, None, None] and t[1]["mean"] == pytest.approx(73)
 
 
 def test_interactive_cell_draws_a_plain_figure_headless(monkeypatch):

@@ -32,14 +32,20 @@ def table(title: str, runs: dict[str, list[RunResult]], paper: dict | None = Non
     return t
 
 
+def _by_seed(runs: list[RunResult]) -> dict[int, float]:
+    return {r.spec["train"]["seed"]: v for r, v in zip(runs, values(runs))}
+
+
 def compare(runs: dict[str, list[RunResult]], reference: str, paper: dict | None = None) -> list[str]:
-    """One line per row: its paired difference to ``reference`` (ours, verdict) and the paper's difference."""
-    ref = np.array(values(runs[reference]))
+    """One line per row: its difference to ``reference`` paired over the seeds both have (ours, verdict) and the
+    paper's difference."""
+    ref = _by_seed(runs[reference])
     lines = []
     for name, rs in runs.items():
         if name == reference:
             continue
-        ours = verdict(np.array(values(rs)) - ref)
+        mine = _by_seed(rs)
+        ours = verdict(np.array([mine[s] - ref[s] for s in mine if s in ref]))
         theirs = ""
         if paper and paper.get(name) is not None and paper.get(reference) is not None:
             theirs = f" | paper {paper[name] - paper[reference]:+.2f}"
