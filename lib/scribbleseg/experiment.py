@@ -23,8 +23,10 @@ from scribbleseg.evaluate import evaluate
 from scribbleseg.train import TrainConfig, make_model, train
 
 CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
-_OPTIONAL_TRAIN_FIELDS = ("weights",)  # added after version 1: enter the key only when set
-_OPTIONAL_VARIANT_FIELDS = {"superpixels": 0}  # added after version 1: enter the key only when not the default
+# Fields added after runs were cached, {name: default}: they enter the key only when they differ from the
+# default, so that older cache entries stay valid. A method lists its own in a ``KEY_OPTIONAL`` class attribute.
+_OPTIONAL_TRAIN_FIELDS = {"weights": None}
+_OPTIONAL_VARIANT_FIELDS = {"superpixels": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,22 +60,22 @@ def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVa
     return VOCScribbleDataset(dataset.root, dataset.val_split, transform=Normalize(), with_scribbles=False)
 
 
+def _key_fields(obj, optional: dict) -> dict:
+    """The dataclass fields of ``obj`` without the ``optional`` {name: default} ones left at their default."""
+    return {k: v for k, v in dataclasses.asdict(obj).items() if k not in optional or v != optional[k]}
+
+
 def _method_spec(method) -> dict:
-    """Class name and fields; a field listed in the method's ``KEY_OPTIONAL`` {name: default} (fields added after
-    runs were cached) enters only when it differs from that default, so that older cache entries stay valid."""
-    optional = getattr(type(method), "KEY_OPTIONAL", {})
-    fields = {k: v for k, v in dataclasses.asdict(method).items() if k not in optional or v != optional[k]}
+    """Class name and fields (those in the method's ``KEY_OPTIONAL`` only when not at their default)."""
+    fields = _key_fields(method, getattr(type(method), "KEY_OPTIONAL", {}))
     return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **fields}
 
 
 def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
                    init: str | None = None) -> tuple[str, dict]:
     """(key, resolved configuration) of an experiment; ``init`` is the key of the run it starts from."""
-    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _OPTIONAL_TRAIN_FIELDS or v is not None}
-    variant_spec = {k: v for k, v in dataclasses.asdict(variant).items()
-                    if k not in _OPTIONAL_VARIANT_FIELDS or v != _OPTIONAL_VARIANT_FIELDS[k]}
-    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": variant_spec,
-            "train": train, "method": _method_spec(method)}
+    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": _key_fields(variant, _OPTIONAL_VARIANT_FIELDS),
+            "train": _key_fields(cfg, _OPTIONAL_TRAIN_FIELDS), "method": _method_spec(method)}
     if init is not None:
         spec["init"] = init
     return stable_hash(spec, 16), spec

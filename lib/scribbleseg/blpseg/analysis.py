@@ -129,7 +129,8 @@ def sample(dataset, split: str = "train", n: int = 8, crop: int = 384) -> dict:
 
     split_name = dataset.train_split if split == "train" else dataset.val_split
     cut = RandomScaleCropFlip(crop, (1.0, 1.0), flip=False, generator=torch.Generator().manual_seed(0))
-    items = [cut(VOCScribbleDataset(dataset.root, split_name)[i]) for i in range(n)]
+    voc = VOCScribbleDataset(dataset.root, split_name)
+    items = [cut(voc[i]) for i in range(n)]
     return {"images": np.stack([it["rgb"].round().clamp(0, 255).byte().permute(1, 2, 0).numpy() for it in items]),
             "scribbles": np.stack([it["scribble"].numpy() for it in items]).astype(np.uint8),
             "masks": np.stack([it["mask"].numpy() for it in items]).astype(np.uint8),

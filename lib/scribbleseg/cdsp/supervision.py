@@ -5,8 +5,8 @@
     L_segc = 1/|Omega~| sum_{i in Omega~} [(1 - eps) c(y~_i, p_i) + eps c(1/K, p_i)],  eps = 0.1  (9)
 
 L_segs is partial cross-entropy on the scribbles; L_segc is label-smoothed cross-entropy (Mueller et al.
-2019) on the pseudo-label, written out here (it equals torch's ``label_smoothing=eps``). Pixels whose
-pseudo-label is IGNORE_INDEX do not count in |Omega~|.
+2019) on the pseudo-label: torch's ``label_smoothing=eps``, summed and divided by the labelled count (torch's
+mean is NaN when no pixel is labelled). Pixels whose pseudo-label is IGNORE_INDEX do not count in |Omega~|.
 
 Shapes: logits (N, K, H, W) at label size; scribble, pseudo (N, H, W) long with IGNORE_INDEX.
 Both losses are scalars, mean over labelled pixels; no labelled pixel gives 0, never NaN.
@@ -14,6 +14,7 @@ Both losses are scalars, mean over labelled pixels; no labelled pixel gives 0, n
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.losses.pce import partial_cross_entropy
@@ -23,11 +24,9 @@ def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: 
     """Eq. (9): mean over labelled pixels of (1 - eps) c(y, p) + eps c(1/K, p)."""
     valid = target != IGNORE_INDEX                                             # (N, H, W)
     logits = logits if logits.dtype == torch.float64 else logits.float()      # float32 under AMP
-    logp = torch.log_softmax(logits, 1)                                        # (N, K, H, W)
-    ce = -logp.gather(1, target.masked_fill(~valid, 0)[:, None])[:, 0]         # c(y, p), (N, H, W)
-    uniform = -logp.mean(1)                                                    # c(1/K, p) = -1/K sum_k log p_k
-    per_pixel = (1 - epsilon) * ce + epsilon * uniform                         # (9)
-    return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, label_smoothing=epsilon,
+                            reduction="sum")                                   # sum of (9) over Omega~
+    return total / valid.sum().clamp(min=1)
 
 
 def basic_supervision(logits: torch.Tensor, scribble: torch.Tensor, pseudo: torch.Tensor,
