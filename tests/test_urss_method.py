@@ -135,11 +135,16 @@ def test_detached_teacher_changes_only_the_gradient():
     assert grads[0][0] == pytest.approx(grads[1][0]) and not torch.allclose(grads[0][1], grads[1][1])
 
 
-def test_self_supervision_needs_a_grid_aligned_image():
-    method = URSS(self_supervision="eigenspace")
-    batch = _batch(size=30)
+def test_grid_stride_uses_the_models_output_stride():
+    from scribbleseg.methods.urss import grid_stride
+
+    class DeepLabLike:
+        output_stride = 8
+
+    assert grid_stride(DeepLabLike(), (465, 465), (59, 59)) == 8   # DeepLab's crop: 59 = (465 - 1) / 8 + 1
+    assert grid_stride(object(), (128, 128), (32, 32)) == 4
     with pytest.raises(ValueError, match="multiple"):
-        method.losses(_model(method), batch)
+        grid_stride(object(), (30, 30), (8, 8))
     with pytest.raises(ValueError, match="URSS.transform"):
         URSS(transform="rotate")
 

@@ -158,6 +158,30 @@ def test_random_scale_crop_flip_nearest_labels():
         assert (windows == out["mask"]).all(-1).all(-1).any()
 
 
+def test_rotation_keeps_label_values_and_fills_with_ignore_and_blur_smooths():
+    item = make_item()
+    item["mask"][5:15, 5:25] = 7
+    seen_ignore = False
+    for seed in range(6):
+        out = RandomScaleCropFlip(crop=20, scale=(1.0, 1.0), flip=False, rotation=10.0,
+                                  generator=torch.Generator().manual_seed(seed))(item)
+        assert set(out["mask"].unique().tolist()) <= set(item["mask"].unique().tolist()) | {255}
+        seen_ignore |= bool((out["mask"][:20, :30] == 255).any())  # a corner rotated in from outside
+    assert seen_ignore
+    item = make_item(20, 20)  # crop = image: the window never moves, only the blur draw differs
+    plain = RandomScaleCropFlip(crop=20, scale=(1.0, 1.0), flip=False)
+    blurred = RandomScaleCropFlip(crop=20, scale=(1.0, 1.0), flip=False, blur_sigma=1.1)
+    rough = lambda im: (im[:, 1:] - im[:, :-1]).abs().mean()  # noqa: E731
+    results = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        a = plain(item)
+        torch.manual_seed(seed)
+        b = blurred(item)
+        results.add(bool(rough(b["image"]) < rough(a["image"])) if not torch.equal(a["image"], b["image"]) else None)
+    assert results == {True, None}  # blurred half of the time (and then smoother), never sharper
+
+
 def test_batching(voc):
     ds = VOCScribbleDataset(voc.root, "trainaug", transform=RandomScaleCropFlip(crop=24))
     batch = next(iter(DataLoader(ds, batch_size=3)))

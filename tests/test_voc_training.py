@@ -95,3 +95,28 @@ def test_blpseg_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_
     assert [h["epoch"] for h in r.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor([h["scribble_head"], h["seg"]])).all() for h in r.history)
     assert r.metrics["num_classes"] == 21 and r.load_model(method).lam is not None
+
+
+def test_urss_paper_configuration_runs_two_stages_on_voc_fixture(voc, tmp_path):  # noqa: F811
+    """params/paper/urss/02: DeepLabV2 dilated ResNet-50 OS8, SGD, rotation + blur, stage 1 (UR) then stage 2
+    (eigenspace self-supervision on a grid that does not divide the crop: 65 px -> 9 x 9 at stride 8)."""
+    from scribbleseg.urss import study
+
+    paper = yaml.safe_load(open("params/paper/urss/02_table2_self_supervision.yaml"))
+    stages = []
+    for name in ("train", "stage2"):
+        s = dict(paper[name])
+        assert (s["model"], s["backbone"], s["output_stride"], s["optimizer"], s["batch_size"], s["weight_decay"]) == \
+            ("deeplabv2", "resnet50", 8, "sgd", 16, 0.0005)
+        s.update(epochs=2, batch_size=2, weights=None)  # 3 images, batch 2: one iteration per epoch
+        stages.append(s)
+    v = paper["voc"]
+    assert (v["crop"], v["scale"], v["rotation"], v["blur_sigma"]) == (465, [0.5, 2.0], 10.0, 1.1)
+    data = VOCData(str(voc.root), crop=65, scale=(0.5, 2.0), rotation=10.0, blur_sigma=1.1)
+    quiet = {"log": lambda *_: None, "root": tmp_path}
+    first = run_experiment(data, ScribbleVariant(), train_config(0, **stages[0]), study.ur(), **quiet)
+    second = run_experiment(data, ScribbleVariant(), train_config(0, **stages[1]), study.urss(), init=first, **quiet)
+    for r, terms in ((first, ("ce", "entropy")), (second, ("ce", "entropy", "ss"))):
+        assert [h["epoch"] for h in r.history] == [1, 2]
+        assert all(torch.isfinite(torch.tensor([h[t] for t in terms])).all() for h in r.history)
+    assert second.spec["init"] == first.key and second.metrics["num_classes"] == 21

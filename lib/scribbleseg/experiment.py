@@ -35,7 +35,8 @@ class VOCData:
 
     Attributes:
         root: folder holding ``VOC2012/`` and ``scribble_annotation/pascal_2012/``.
-        train_split, val_split: ImageSets/Segmentation lists. crop, scale: RandomScaleCropFlip.
+        train_split, val_split: ImageSets/Segmentation lists. crop, scale, rotation, blur_sigma:
+            RandomScaleCropFlip (rotation and blur, URSS's augmentations, enter the key only when set).
     """
 
     root: str
@@ -43,9 +44,11 @@ class VOCData:
     val_split: str = "val"
     crop: int = 321
     scale: tuple[float, float] = (0.5, 2.0)
+    rotation: float = 0.0
+    blur_sigma: float = 0.0
 
     def key(self) -> str:
-        return "voc-" + stable_hash(dataclasses.asdict(self))
+        return "voc-" + stable_hash(_key_fields(self, {"rotation": 0.0, "blur_sigma": 0.0}))
 
 
 def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVariant = ScribbleVariant()):
@@ -55,8 +58,10 @@ def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVa
     from scribbleseg.data.voc import Normalize, RandomScaleCropFlip, VOCScribbleDataset
 
     if split == "train":
+        augment = RandomScaleCropFlip(dataset.crop, tuple(dataset.scale), rotation=dataset.rotation,
+                                      blur_sigma=dataset.blur_sigma)
         return VOCScribbleDataset(dataset.root, dataset.train_split, dataclasses.replace(variant, clip=False),
-                                  transform=RandomScaleCropFlip(dataset.crop, tuple(dataset.scale)))
+                                  transform=augment)
     return VOCScribbleDataset(dataset.root, dataset.val_split, transform=Normalize(), with_scribbles=False)
 
 

@@ -69,10 +69,12 @@ def distance_histograms(hists: dict[str, np.ndarray], edges: np.ndarray, title: 
     return fig
 
 
-def bar_with_std(names: list[str], means, stds, ylabel: str = "mIoU (%)", title: str = ""):
-    """Bars with error bars (mean ± std over seeds)."""
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.2))
+def bar_with_std(names: list[str], means, stds, ylabel: str = "mIoU (%)", title: str = "", rotation: float = 0):
+    """Bars with error bars (mean ± std over seeds); ``rotation`` turns the names (degrees)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.2 + 0.02 * rotation))
     ax.bar(names, means, yerr=stds, capsize=4, color="#6a9fd4")
+    if rotation:
+        ax.tick_params(axis="x", labelrotation=rotation)
     for k, m in enumerate(means):
         ax.text(k, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(ylabel)

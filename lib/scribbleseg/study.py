@@ -1,4 +1,6 @@
-"""Small helpers that notebooks use to turn runs over seeds into table rows."""
+"""Small helpers that notebooks use to turn runs over seeds into table rows: rows of (method, variant)
+over seeds, tables with the paper's column, and differences paired per seed (same seed = same
+initialisation and batches) read with :func:`verdict`."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +10,7 @@ import numpy as np
 from scribbleseg.data.embedded import EmbeddedConfig
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
+from scribbleseg.results import Table
 from scribbleseg.train import TrainConfig
 
 
@@ -72,3 +75,48 @@ def verdict(d, tie: float = 0.1) -> str:
     m = float(d.mean())
     word = "better" if m > se and m >= tie else "worse" if m < -se and m <= -tie else "tie"
     return f"{m:+.2f} (standard error {se:.2f}, {len(d)} seed{'s' if len(d) != 1 else ''}): {word}"
+
+
+def run_rows(dataset, rows: dict, seeds, train: dict, progress=None, log=print) -> dict[str, list[RunResult]]:
+    """{name: [run per seed]} for rows {name: method} or {name: (method, ScribbleVariant)} (default width 3)."""
+    out = {}
+    for name, row in rows.items():
+        method, variant = row if isinstance(row, tuple) else (row, ScribbleVariant(3))
+        out[name] = run_seeds(dataset, variant, method, seeds, train, progress, log)
+    return out
+
+
+def table(title: str, runs: dict[str, list[RunResult]], paper: dict | None = None, metric: str = "miou") -> Table:
+    """A results table: one row per name, mean and std over seeds, the paper's number (if any) beside it."""
+    t = Table(title, "mIoU (%)" if metric == "miou" else metric)
+    for name, rs in runs.items():
+        t.add_row(name, values(rs, metric), paper=(paper or {}).get(name))
+    return t
+
+
+def _by_seed(runs: list[RunResult]) -> dict[int, float]:
+    return {r.spec["train"]["seed"]: v for r, v in zip(runs, values(runs))}
+
+
+def compare(runs: dict[str, list[RunResult]], reference: str, paper: dict | None = None) -> list[str]:
+    """One line per row: its difference to ``reference`` paired over the seeds both have (ours, verdict) and the
+    paper's difference."""
+    ref = _by_seed(runs[reference])
+    lines = []
+    for name, rs in runs.items():
+        if name == reference:
+            continue
+        mine = _by_seed(rs)
+        ours = verdict(np.array([mine[s] - ref[s] for s in mine if s in ref]))
+        theirs = ""
+        if paper and paper.get(name) is not None and paper.get(reference) is not None:
+            theirs = f" | paper {paper[name] - paper[reference]:+.2f}"
+        lines.append(f"{name} - {reference}: {ours}{theirs}")
+    return lines
+
+
+def same_sign(runs: dict[str, list[RunResult]], reference: str, paper: dict) -> dict[str, bool]:
+    """For each row with a paper number: does our mean difference to ``reference`` have the paper's sign?"""
+    ref = np.mean(values(runs[reference]))
+    return {name: bool(np.sign(np.mean(values(rs)) - ref) == np.sign(paper[name] - paper[reference]))
+            for name, rs in runs.items() if name != reference and name in paper}

@@ -7,57 +7,8 @@ batches) against a reference row, read with :func:`scribbleseg.study.verdict`.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult
-from scribbleseg.results import Table
-from scribbleseg.study import run_seeds, values, verdict
-
-
-def run_rows(dataset, rows: dict, seeds, train: dict, progress=None, log=print) -> dict[str, list[RunResult]]:
-    """{name: [run per seed]} for rows {name: method} or {name: (method, ScribbleVariant)} (default width 3)."""
-    out = {}
-    for name, row in rows.items():
-        method, variant = row if isinstance(row, tuple) else (row, ScribbleVariant(3))
-        out[name] = run_seeds(dataset, variant, method, seeds, train, progress, log)
-    return out
-
-
-def table(title: str, runs: dict[str, list[RunResult]], paper: dict | None = None, metric: str = "miou") -> Table:
-    """A results table: one row per name, mean and std over seeds, the paper's number (if any) beside it."""
-    t = Table(title, "mIoU (%)" if metric == "miou" else metric)
-    for name, rs in runs.items():
-        t.add_row(name, values(rs, metric), paper=(paper or {}).get(name))
-    return t
-
-
-def _by_seed(runs: list[RunResult]) -> dict[int, float]:
-    return {r.spec["train"]["seed"]: v for r, v in zip(runs, values(runs))}
-
-
-def compare(runs: dict[str, list[RunResult]], reference: str, paper: dict | None = None) -> list[str]:
-    """One line per row: its difference to ``reference`` paired over the seeds both have (ours, verdict) and the
-    paper's difference."""
-    ref = _by_seed(runs[reference])
-    lines = []
-    for name, rs in runs.items():
-        if name == reference:
-            continue
-        mine = _by_seed(rs)
-        ours = verdict(np.array([mine[s] - ref[s] for s in mine if s in ref]))
-        theirs = ""
-        if paper and paper.get(name) is not None and paper.get(reference) is not None:
-            theirs = f" | paper {paper[name] - paper[reference]:+.2f}"
-        lines.append(f"{name} - {reference}: {ours}{theirs}")
-    return lines
-
-
-def same_sign(runs: dict[str, list[RunResult]], reference: str, paper: dict) -> dict[str, bool]:
-    """For each row with a paper number: does our mean difference to ``reference`` have the paper's sign?"""
-    ref = np.mean(values(runs[reference]))
-    return {name: bool(np.sign(np.mean(values(rs)) - ref) == np.sign(paper[name] - paper[reference]))
-            for name, rs in runs.items() if name != reference and name in paper}
+from scribbleseg.study import compare, run_rows, same_sign, table  # noqa: F401  (the notebooks' study.*)
 
 
 def learnt_sigma(run: RunResult, method) -> float:

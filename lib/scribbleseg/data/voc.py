@@ -173,6 +173,11 @@ class RandomScaleCropFlip:
     nearest), normalises the image with ``mean`` / ``std``, pads bottom / right to at least
     ``crop`` (0 on the normalised image, i.e. the mean colour; 255 on labels), takes a random
     ``crop`` x ``crop`` window and flips it horizontally with probability 0.5 if ``flip``.
+    URSS's extra augmentations (Sec. 5.1), off by default: ``rotation`` > 0 rotates by an angle drawn
+    uniformly from [-rotation, rotation] degrees after the rescale (image bilinear with the mean colour
+    outside, labels nearest with 255 outside); ``blur_sigma`` > 0 blurs the image with a 5 x 5 Gaussian of
+    that standard deviation (the paper's 1.1) with probability 0.5 (the paper lists it among its random
+    augmentations without a rate; 0.5 as for flips is our choice).
 
     Returns a new dict: "image" (3, crop, crop) float32, "rgb" (3, crop, crop) its colours on 0-255,
     labels (crop, crop) int64, other keys as is.
@@ -181,8 +186,10 @@ class RandomScaleCropFlip:
     """
 
     def __init__(self, crop: int = 321, scale: tuple[float, float] = (0.5, 2.0), flip: bool = True,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, generator: torch.Generator | None = None):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, generator: torch.Generator | None = None,
+                 rotation: float = 0.0, blur_sigma: float = 0.0):
         self.crop, self.scale, self.flip, self.generator = crop, scale, flip, generator
+        self.rotation, self.blur_sigma = rotation, blur_sigma
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
     def _rand(self) -> float:
@@ -197,6 +204,17 @@ class RandomScaleCropFlip:
         img = (img - self.mean) / self.std
         labs = {k: F.interpolate(item[k][None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
                 for k in keys}
+        if self.rotation > 0:
+            from torchvision.transforms.v2 import functional as TF
+
+            angle = (2 * self._rand() - 1) * self.rotation
+            img = TF.rotate(img, angle, TF.InterpolationMode.BILINEAR, fill=0.0)  # 0 = the mean colour
+            labs = {k: TF.rotate(v[None], angle, TF.InterpolationMode.NEAREST, fill=IGNORE_INDEX)[0]
+                    for k, v in labs.items()}
+        if self.blur_sigma > 0 and self._rand() < 0.5:
+            from torchvision.transforms.v2 import functional as TF
+
+            img = TF.gaussian_blur(img, [5, 5], [self.blur_sigma, self.blur_sigma])
         pad = (0, max(self.crop - size[1], 0), 0, max(self.crop - size[0], 0))
         img = F.pad(img, pad, value=0.0)
         labs = {k: F.pad(v, pad, value=IGNORE_INDEX) for k, v in labs.items()}

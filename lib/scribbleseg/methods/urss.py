@@ -57,6 +57,18 @@ from scribbleseg.urss.self_supervision import (feature_consistency, paired, rele
 from scribbleseg.urss.transforms import random_transform
 
 
+def grid_stride(model, size: tuple[int, int], grid: tuple[int, int]) -> int:
+    """Image pixels per grid cell, for moving an image by whole cells: the model's ``output_stride`` (DeepLab's
+    465 px crop at stride 8 gives a 59 x 59 grid, not a divisor), else size / grid when it divides evenly."""
+    stride = getattr(model, "output_stride", None)
+    if stride:
+        return int(stride)
+    if size[0] % grid[0] or size[1] % grid[1] or size[0] // grid[0] != size[1] // grid[1]:
+        raise ValueError(f"URSS self-supervision needs a model with an output_stride or an image size {tuple(size)} "
+                         f"that is a multiple of the logits grid {tuple(grid)}")
+    return size[0] // grid[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class URSS:
     random_walk: str = "paper"
@@ -124,12 +136,9 @@ class URSS:
     def _self_supervision(self, model, batch: dict, out: dict) -> torch.Tensor:
         x = batch["image"]
         h, w = out["logits"].shape[-2:]
-        if x.shape[-2] % h or x.shape[-1] % w or x.shape[-2] // h != x.shape[-1] // w:
-            raise ValueError(f"URSS self-supervision needs an image size {tuple(x.shape[-2:])} that is a multiple "
-                             f"of the logits grid {(h, w)}")
         phi = random_transform(int(batch.get("step", 0)), h, w, self.transform, self.max_shift)
         with torch.no_grad() if self.detach_teacher else contextlib.nullcontext():
-            out_t = model(phi.image(x, x.shape[-2] // h))                       # f(t_phi(x))
+            out_t = model(phi.image(x, grid_stride(model, x.shape[-2:], (h, w))))  # f(t_phi(x))
         if self.self_supervision != "eigenspace":
             key = "features_in" if self.self_supervision == "features_in" else "features"
             return feature_consistency(out[key], out_t[key], phi)               # (7)
