@@ -1,0 +1,83 @@
+"""Stage 1 of CDSP (Zhang et al., AAAI 2024, Sec. "Class-driven scribble promotion", Eq. 4 and 6) through the
+results cache: the classifier trained on the scribbles' image-level classes, and the pseudo-labels made
+from its CAMs, each stored once under a key and reused by every notebook and stage-2 run.
+
+A :class:`PseudoLabelRecipe` names one pseudo-label source: the classifier's training
+(:class:`~scribbleseg.cdsp.classifier.ClassifierConfig`), the CAM threshold, and whether a dense CRF refines
+the labels (Table 3's variants are recipes). The training split's scribble variant is part of the key: a
+scribble-drop set (Fig. 7) loses image-level classes with its strokes, so its classifier differs.
+
+Folders under :func:`scribbleseg.experiment.cache_root`: ``cls-<key>/`` (classifier.pt, history.json) and
+``pl-<key>/`` (labels.npy (N, H, W) uint8 of the unflipped training split, result.json with the labels'
+mIoU against the masks, Table 3's "base acc").
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scribbleseg.cdsp.classifier import ClassifierConfig, build_classifier, train_classifier
+from scribbleseg.cdsp.pseudo_labels import pseudo_label_miou, pseudo_labels
+from scribbleseg.cdsp.store import PseudoLabels
+from scribbleseg.config import stable_hash
+from scribbleseg.data.folder import ScribbleVariant
+from scribbleseg.experiment import _key_fields, _OPTIONAL_VARIANT_FIELDS, cache_root, load_data
+
+STAGE1_VERSION = 1  # bump when a change to the classifier or the CAM thresholding invalidates stored labels
+
+
+@dataclasses.dataclass(frozen=True)
+class PseudoLabelRecipe:
+    """classifier: its training; threshold: CAM threshold in (0, 1) (background where no present class's
+    normalised CAM exceeds it); crf: refine with a dense CRF (needs pydensecrf2)."""
+
+    classifier: ClassifierConfig = ClassifierConfig()
+    threshold: float = 0.3
+    crf: bool = False
+
+
+def _classifier_key(dataset, variant: ScribbleVariant, cfg: ClassifierConfig) -> str:
+    return "cls-" + stable_hash({"version": STAGE1_VERSION, "dataset": dataset.key(),
+                                 "variant": _key_fields(variant, _OPTIONAL_VARIANT_FIELDS),
+                                 "classifier": dataclasses.asdict(cfg)}, 16)
+
+
+def classifier(dataset, cfg: ClassifierConfig = ClassifierConfig(), variant: ScribbleVariant = ScribbleVariant(3),
+               root: Path | None = None, log=print):
+    """(classifier in eval mode, history) trained on ``dataset``'s training split, or loaded from the cache."""
+    folder = Path(root or cache_root()) / _classifier_key(dataset, variant, cfg)
+    data = load_data(dataset, "train", variant)
+    if (folder / "history.json").exists():
+        model = build_classifier(cfg, data.num_classes)
+        model.load_state_dict(torch.load(folder / "classifier.pt", map_location="cpu", weights_only=True))
+        return model.eval(), json.loads((folder / "history.json").read_text())
+    model, history = train_classifier(data, cfg, device="cpu" if not torch.cuda.is_available() else None, log=log)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "classifier.pt")
+    (folder / "history.json").write_text(json.dumps(history, indent=1))  # written last: marks the folder done
+    return model, history
+
+
+def pseudo_label_set(dataset, recipe: PseudoLabelRecipe = PseudoLabelRecipe(),
+                     variant: ScribbleVariant = ScribbleVariant(3), root: Path | None = None,
+                     log=print) -> tuple[PseudoLabels, float]:
+    """(pseudo-labels of the training split, their mIoU (%) against its masks), made or loaded from the cache."""
+    key = "pl-" + stable_hash({"classifier": _classifier_key(dataset, variant, recipe.classifier),
+                               "threshold": recipe.threshold, "crf": recipe.crf}, 16)
+    folder = Path(root or cache_root()) / key
+    data = load_data(dataset, "train", variant)
+    if (folder / "result.json").exists():
+        labels = np.load(folder / "labels.npy")
+        return PseudoLabels.from_array(labels, data.images), json.loads((folder / "result.json").read_text())["miou"]
+    model, _ = classifier(dataset, recipe.classifier, variant, root, log)
+    labels = pseudo_labels(model, data, recipe.threshold, recipe.crf)                # (N, H, W) uint8
+    score = pseudo_label_miou(labels, data.masks, data.num_classes)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "labels.npy", labels)
+    (folder / "result.json").write_text(json.dumps({"miou": score, "recipe": dataclasses.asdict(recipe)}, indent=1))
+    log(f"pseudo-labels {key}: mIoU {score:.2f} against the training masks")
+    return PseudoLabels.from_array(labels, data.images), score
