@@ -260,3 +260,21 @@ def test_label_diffusion_and_figure_samples_on_voc(voc):
     s = sample(VOCData(str(voc.root)), "train", n=2, crop=24)
     assert s["images"].shape == (2, 24, 24, 3) and s["images"].dtype == np.uint8
     assert s["x"].shape == (2, 3, 24, 24) and s["masks"].shape == s["scribbles"].shape == (2, 24, 24)
+
+
+def test_pseudo_labels_from_a_folder_are_cropped_with_the_mask(voc, tmp_path):
+    from scribbleseg.data.io import read_label, write_label
+
+    folder = tmp_path / "pseudo"
+    folder.mkdir()
+    for sid in (voc.splits / "trainaug.txt").read_text().split():
+        write_label(folder / f"{sid}.png", read_label(voc.masks_aug / f"{sid}.png", 21))
+    ds = VOCScribbleDataset(voc.root, "trainaug", transform=RandomScaleCropFlip(crop=24), pseudo_dir=folder)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["pseudo"].shape == (24, 24) and torch.equal(item["pseudo"], item["mask"])
+    with pytest.raises(FileNotFoundError, match="pseudo-label folder"):
+        VOCScribbleDataset(voc.root, "trainaug", pseudo_dir=tmp_path / "missing")
+    (folder / f"{ds.ids[0]}.png").unlink()
+    with pytest.raises(FileNotFoundError, match=ds.ids[0]):
+        ds[0]

@@ -37,6 +37,8 @@ class VOCData:
         root: folder holding ``VOC2012/`` and ``scribble_annotation/pascal_2012/``.
         train_split, val_split: ImageSets/Segmentation lists. crop, scale, rotation, blur_sigma:
             RandomScaleCropFlip (rotation and blur, URSS's augmentations, enter the key only when set).
+        pseudo_dir: a folder of pseudo-label PNGs read with the training images (CDSP with BMP / AFA / SEAM
+            labels); enters the key only when set.
     """
 
     root: str
@@ -46,9 +48,10 @@ class VOCData:
     scale: tuple[float, float] = (0.5, 2.0)
     rotation: float = 0.0
     blur_sigma: float = 0.0
+    pseudo_dir: str | None = None
 
     def key(self) -> str:
-        return "voc-" + stable_hash(_key_fields(self, {"rotation": 0.0, "blur_sigma": 0.0}))
+        return "voc-" + stable_hash(_key_fields(self, {"rotation": 0.0, "blur_sigma": 0.0, "pseudo_dir": None}))
 
 
 def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVariant = ScribbleVariant()):
@@ -61,7 +64,7 @@ def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVa
         augment = RandomScaleCropFlip(dataset.crop, tuple(dataset.scale), rotation=dataset.rotation,
                                       blur_sigma=dataset.blur_sigma)
         return VOCScribbleDataset(dataset.root, dataset.train_split, dataclasses.replace(variant, clip=False),
-                                  transform=augment)
+                                  transform=augment, pseudo_dir=dataset.pseudo_dir)
     return VOCScribbleDataset(dataset.root, dataset.val_split, transform=Normalize(), with_scribbles=False)
 
 

@@ -65,7 +65,18 @@ def classifier(dataset, cfg: ClassifierConfig = ClassifierConfig(), variant: Scr
 def pseudo_label_set(dataset, recipe: PseudoLabelRecipe = PseudoLabelRecipe(),
                      variant: ScribbleVariant = ScribbleVariant(3), root: Path | None = None,
                      log=print) -> tuple[PseudoLabels, float]:
-    """(pseudo-labels of the training split, their mIoU (%) against its masks), made or loaded from the cache."""
+    """(pseudo-labels of the training split, their mIoU (%) against its masks), made or loaded from the cache.
+
+    VOC (:class:`~scribbleseg.experiment.VOCData`): stage 1 trains on in-memory splits only, so a VOC dataset
+    must bring its pseudo-labels (``pseudo_dir``, read with each training item and cropped with it); the
+    result is a PseudoLabels keyed by that folder and NaN for the mIoU (not computed over VOC here)."""
+    from scribbleseg.experiment import VOCData
+
+    if isinstance(dataset, VOCData):
+        if not dataset.pseudo_dir:
+            raise ValueError("CDSP stage 1 (classifier + CAMs) runs on the embedded set only; for VOC set "
+                             "voc.pseudo_dir to a folder of pseudo-label PNGs (e.g. BMP / AFA / SEAM)")
+        return PseudoLabels("dir-" + stable_hash(str(Path(dataset.pseudo_dir).resolve()), 16)), float("nan")
     key = "pl-" + stable_hash({"classifier": _classifier_key(dataset, variant, recipe.classifier),
                                "threshold": recipe.threshold, "crf": recipe.crf}, 16)
     folder = Path(root or cache_root()) / key

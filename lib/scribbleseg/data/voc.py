@@ -125,6 +125,9 @@ class VOCScribbleDataset(Dataset):
             never clipped to the masks. Drop draws are seeded by (variant.seed, id): fixed per item.
         transform: optional callable on the item dict (e.g. :class:`RandomScaleCropFlip`).
         with_scribbles: read the XMLs (off for evaluation, e.g. val).
+        pseudo_dir: optional folder of pseudo-label PNGs ``<id>.png`` (class indices, 255 = unlabelled), e.g.
+            the BMP / AFA / SEAM labels CDSP's released code downloads; read into item["pseudo"] and
+            transformed like the mask.
 
     Items (before ``transform``) are dicts: "image" (3, H, W) uint8 tensor; "mask" (H, W) int64
     (SegmentationClassAug for "trainaug", SegmentationClass otherwise; 255 = void); "scribble"
@@ -132,8 +135,13 @@ class VOCScribbleDataset(Dataset):
     """
 
     def __init__(self, root: Path, split: str = "trainaug", variant: ScribbleVariant = ScribbleVariant(clip=False),
-                 transform=None, with_scribbles: bool = True, class_names: tuple[str, ...] = VOC_CLASSES):
+                 transform=None, with_scribbles: bool = True, class_names: tuple[str, ...] = VOC_CLASSES,
+                 pseudo_dir: Path | None = None):
         self.paths = check_voc(root, split, need_scribbles=with_scribbles)
+        self.pseudo_dir = None if pseudo_dir is None else Path(pseudo_dir)
+        if self.pseudo_dir is not None and not self.pseudo_dir.is_dir():
+            raise FileNotFoundError(f"pseudo-label folder {self.pseudo_dir} does not exist: point pseudo_dir at a "
+                                    "folder of <id>.png class-index maps (e.g. BMP / AFA / SEAM pseudo-labels)")
         self.split, self.variant, self.transform = split, variant, transform
         self.with_scribbles, self.class_names = with_scribbles, tuple(class_names)
         self.ids = read_ids(self.paths.voc, split)
@@ -163,6 +171,11 @@ class VOCScribbleDataset(Dataset):
                                  f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
             scribble = diffuse_labels(img, rasterize(strokes, size, self.variant.width), self.variant)
             item["scribble"] = torch.from_numpy(scribble.astype(np.int64))
+        if self.pseudo_dir is not None:
+            pseudo_path = self.pseudo_dir / f"{sid}.png"
+            pseudo = read_label(pseudo_path, len(self.class_names))
+            check_same_size(img, pseudo, img_path, pseudo_path)
+            item["pseudo"] = torch.from_numpy(pseudo.astype(np.int64))
         return self.transform(item) if self.transform is not None else item
 
 
@@ -196,7 +209,7 @@ class RandomScaleCropFlip:
         return torch.rand((), generator=self.generator).item()
 
     def __call__(self, item: dict) -> dict:
-        keys = [k for k in ("mask", "scribble") if k in item]
+        keys = [k for k in ("mask", "scribble", "pseudo") if k in item]
         h, w = item["image"].shape[-2:]
         s = self.scale[0] + (self.scale[1] - self.scale[0]) * self._rand()
         size = (max(1, round(h * s)), max(1, round(w * s)))
