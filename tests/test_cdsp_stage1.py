@@ -22,3 +22,13 @@ def test_pseudo_labels_are_cached_per_recipe_and_variant(tiny_dataset, tmp_path,
     assert other.key != first.key and (other.labels == 0).sum() >= (first.labels == 0).sum()  # more background
     dropped, _ = pseudo_label_set(cfg_ds, recipe, ScribbleVariant(3, drop=0.5), root=tmp_path, log=logs.append)
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("cls-")]) == 2  # its own classifier
+
+
+def test_oracle_pseudo_labels_are_the_masks(tiny_dataset, monkeypatch):
+    from scribbleseg.cdsp.stage1 import oracle_pseudo_labels
+    from scribbleseg.experiment import load_data
+
+    cfg_ds, root = tiny_dataset
+    monkeypatch.setattr("scribbleseg.experiment.ensure_embedded", lambda c: root)
+    pseudo, score = oracle_pseudo_labels(cfg_ds)
+    assert score == 100.0 and np.array_equal(pseudo.labels, load_data(cfg_ds, "train", ScribbleVariant(3)).masks)

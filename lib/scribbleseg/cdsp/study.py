@@ -7,7 +7,7 @@ builds its rows here, so a row two notebooks share trains once through the resul
 from __future__ import annotations
 
 from scribbleseg.cdsp.paper_numbers import TABLE2, TABLE2_SWITCHES
-from scribbleseg.cdsp.stage1 import PseudoLabelRecipe, pseudo_label_set
+from scribbleseg.cdsp.stage1 import PseudoLabelRecipe, oracle_pseudo_labels, pseudo_label_set
 from scribbleseg.cdsp.classifier import ClassifierConfig
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.methods.cdsp import CDSP
@@ -65,9 +65,12 @@ def full(pseudo, **common) -> CDSP:
     return CDSP(pseudo, **common)
 
 
-def run_variant(dataset, variant: ScribbleVariant, pl_recipe: PseudoLabelRecipe, seeds, train: dict,
+def run_variant(dataset, variant: ScribbleVariant, pl_recipe: PseudoLabelRecipe | None, seeds, train: dict,
                 progress=None, log=print, **common):
     """(pseudo-label mIoU, CDSP runs per seed) on one training set: stage 1 on ``variant``'s scribbles, then
-    full CDSP (Fig. 7, Table 3)."""
-    pseudo, score = pseudo_label_set(dataset, pl_recipe, variant, log=log)
+    full CDSP (Fig. 7, Table 3). ``pl_recipe=None``: the training masks as pseudo-labels (the oracle row)."""
+    if pl_recipe is None:
+        pseudo, score = oracle_pseudo_labels(dataset, variant)
+    else:
+        pseudo, score = pseudo_label_set(dataset, pl_recipe, variant, log=log)
     return score, run_seeds(dataset, variant, full(pseudo, **common), seeds, train, progress, log)
