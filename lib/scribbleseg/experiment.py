@@ -27,6 +27,7 @@ CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
 # default, so that older cache entries stay valid. A method lists its own in a ``KEY_OPTIONAL`` class attribute.
 _OPTIONAL_TRAIN_FIELDS = {"weights": None}
 _OPTIONAL_VARIANT_FIELDS = {"superpixels": 0}
+_OPTIONAL_VOC_FIELDS = {"rotation": 0.0, "blur_sigma": 0.0, "pseudo_dir": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,7 @@ class VOCData:
     pseudo_dir: str | None = None
 
     def key(self) -> str:
-        return "voc-" + stable_hash(_key_fields(self, {"rotation": 0.0, "blur_sigma": 0.0, "pseudo_dir": None}))
+        return "voc-" + stable_hash(_key_fields(self, _OPTIONAL_VOC_FIELDS))
 
 
 def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVariant = ScribbleVariant()):
@@ -73,6 +74,11 @@ def _key_fields(obj, optional: dict) -> dict:
     return {k: v for k, v in dataclasses.asdict(obj).items() if k not in optional or v != optional[k]}
 
 
+def variant_spec(variant: ScribbleVariant) -> dict:
+    """The scribble variant as it enters a cache key (also the key of CDSP's stage-1 classifiers)."""
+    return _key_fields(variant, _OPTIONAL_VARIANT_FIELDS)
+
+
 def _method_spec(method) -> dict:
     """Class name and fields (those in the method's ``KEY_OPTIONAL`` only when not at their default)."""
     fields = _key_fields(method, getattr(type(method), "KEY_OPTIONAL", {}))
@@ -82,7 +88,7 @@ def _method_spec(method) -> dict:
 def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
                    init: str | None = None) -> tuple[str, dict]:
     """(key, resolved configuration) of an experiment; ``init`` is the key of the run it starts from."""
-    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": _key_fields(variant, _OPTIONAL_VARIANT_FIELDS),
+    spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": variant_spec(variant),
             "train": _key_fields(cfg, _OPTIONAL_TRAIN_FIELDS), "method": _method_spec(method)}
     if init is not None:
         spec["init"] = init

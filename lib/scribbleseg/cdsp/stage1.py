@@ -25,7 +25,7 @@ from scribbleseg.cdsp.pseudo_labels import pseudo_label_miou, pseudo_labels
 from scribbleseg.cdsp.store import PseudoLabels
 from scribbleseg.config import stable_hash
 from scribbleseg.data.folder import ScribbleVariant
-from scribbleseg.experiment import _key_fields, _OPTIONAL_VARIANT_FIELDS, cache_root, load_data
+from scribbleseg.experiment import cache_root, load_data, variant_spec
 
 STAGE1_VERSION = 1  # bump when a change to the classifier or the CAM thresholding invalidates stored labels
 
@@ -42,7 +42,7 @@ class PseudoLabelRecipe:
 
 def _classifier_key(dataset, variant: ScribbleVariant, cfg: ClassifierConfig) -> str:
     return "cls-" + stable_hash({"version": STAGE1_VERSION, "dataset": dataset.key(),
-                                 "variant": _key_fields(variant, _OPTIONAL_VARIANT_FIELDS),
+                                 "variant": variant_spec(variant),
                                  "classifier": dataclasses.asdict(cfg)}, 16)
 
 

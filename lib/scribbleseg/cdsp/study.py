@@ -6,9 +6,9 @@ builds its rows here, so a row two notebooks share trains once through the resul
 """
 from __future__ import annotations
 
+from scribbleseg.cdsp.classifier import ClassifierConfig
 from scribbleseg.cdsp.paper_numbers import TABLE2, TABLE2_SWITCHES
 from scribbleseg.cdsp.stage1 import PseudoLabelRecipe, oracle_pseudo_labels, pseudo_label_set
-from scribbleseg.cdsp.classifier import ClassifierConfig
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.methods.cdsp import CDSP
 from scribbleseg.study import run_seeds

@@ -217,16 +217,14 @@ class RandomScaleCropFlip:
         img = (img - self.mean) / self.std
         labs = {k: F.interpolate(item[k][None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
                 for k in keys}
-        if self.rotation > 0:
+        if self.rotation > 0 or self.blur_sigma > 0:
             from torchvision.transforms.v2 import functional as TF
-
+        if self.rotation > 0:
             angle = (2 * self._rand() - 1) * self.rotation
             img = TF.rotate(img, angle, TF.InterpolationMode.BILINEAR, fill=0.0)  # 0 = the mean colour
             labs = {k: TF.rotate(v[None], angle, TF.InterpolationMode.NEAREST, fill=IGNORE_INDEX)[0]
                     for k, v in labs.items()}
         if self.blur_sigma > 0 and self._rand() < 0.5:
-            from torchvision.transforms.v2 import functional as TF
-
             img = TF.gaussian_blur(img, [5, 5], [self.blur_sigma, self.blur_sigma])
         pad = (0, max(self.crop - size[1], 0), 0, max(self.crop - size[0], 0))
         img = F.pad(img, pad, value=0.0)
