@@ -154,6 +154,34 @@ def test_released_self_training_rule():
     assert BLPSeg().pseudo_labels(logits, scribble).tolist() == [[[1, 2, 0]]]  # paper: argmax everywhere
 
 
+def test_released_self_training_always_allows_background():
+    """The released class vector always holds background (class 0): a confident background pixel keeps its
+    pseudo-label in an image without scribbles and in one with a foreground stroke only."""
+    from scribbleseg.methods.blpseg import BLPSeg
+
+    logits = torch.zeros(2, 3, 1, 3)
+    logits[:, :, 0, 0] = torch.tensor([9.0, 0.0, 0.0])    # confident background in both images
+    logits[:, :, 0, 1] = torch.tensor([0.0, 0.0, 9.0])    # confident class 2, in neither image's scribbles
+    scribble = torch.tensor([[[U, U, U]], [[U, U, 1]]])   # image 0: no scribble; image 1: a class-1 stroke only
+    out = BLPSeg(self_train="released").pseudo_labels(logits, scribble)
+    assert out.tolist() == [[[0, U, U]], [[0, U, 1]]]
+
+
+def test_released_heads_have_no_batchnorm():
+    from torch import nn
+
+    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.models.small import SmallSegNet
+
+    def norms(method):
+        net = method.wrap(SmallSegNet(4, width=4), 4)
+        return [type(m) for h in (net.seg_head, net.scrib_head) for m in h if isinstance(m, nn.BatchNorm2d)]
+
+    assert len(norms(BLPSeg(lam=False))) == 4 and norms(BLPSeg(lam=False, head_batchnorm=False)) == []
+    released = BLPSeg(lam=False, head_batchnorm=False).wrap(SmallSegNet(4, width=4), 4)
+    assert [type(m) for m in released.seg_head] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d]
+
+
 def test_blpseg_trains_resumes_and_reloads(tiny_dataset, tmp_path, monkeypatch):
     from scribbleseg.data.folder import ScribbleVariant
     from scribbleseg.experiment import run_experiment
@@ -201,4 +229,6 @@ def test_label_diffusion_expands_within_superpixels_only():
     seg = slic(img, n_segments=8, compactness=10.0, start_label=0)
     here = seg == seg[12, 6]
     assert (out2[here] == conflict[here]).all()               # the conflicting superpixel keeps only its scribbles
-    assert (out2[~here & (seg == seg[15, 5])] == 1).all() or seg[15, 5] == seg[12, 6]
+    other = seg[10, 5]                                        # the other superpixel of the class-1 stroke
+    assert other != seg[12, 6] and (scr[seg == other] == 1).any()
+    assert (out2[seg == other] == 1).all()                    # it is still expanded, whole

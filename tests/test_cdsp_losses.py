@@ -233,3 +233,24 @@ def test_lorm_gradcheck():
         return lorm_loss(f, rectify(f, similarity(q, lorm.key(f)), mask, lorm.delta))
 
     assert torch.autograd.gradcheck(loss_of_query_weight, (lorm.query.weight.detach().clone().requires_grad_(),))
+
+
+def test_cdsp_released_upsampling_aligns_corners():
+    """L_segs with 2 x 2 logits (class-0 columns 0 and 3) upsampled to 4 x 4: at pixel (0, 1) the class-0 logit is
+    1.0 corner-aligned (released) and 0.75 half-pixel aligned (ours), so -log p_1 = log(1 + e^z0)."""
+    import math
+
+    import pytest
+    import torch
+
+    from scribbleseg.methods.cdsp import CDSP
+
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 0, :, 1] = 3.0
+    scribble = torch.full((1, 4, 4), 255)
+    scribble[0, 0, 1] = 1
+    batch = {"image": torch.zeros(1, 3, 4, 4), "scribble": scribble}
+    for aligned, z0 in ((True, 1.0), (False, 0.75)):
+        method = CDSP(segc=False, ds=False, dc=False, lorm=False, align_corners=aligned)
+        segs = method.losses(lambda x: {"logits": logits}, batch)["segs"]
+        assert segs.item() == pytest.approx(math.log(1 + math.exp(z0)), rel=1e-6)

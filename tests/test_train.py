@@ -124,3 +124,40 @@ def test_two_stage_starts_from_the_first_stage(tiny_dataset, tmp_path, monkeypat
     assert length_variant(0.3).shrink == 0.7
     with pytest.raises(ValueError, match="length ratio"):
         length_variant(1.5)
+
+
+def test_describe_states_the_recipe_of_the_config():
+    from scribbleseg.train import TrainConfig, describe
+
+    text = describe(TrainConfig(epochs=4), 2000)
+    assert text.startswith("small width 16, AdamW lr 0.002, weight decay 0.0001, one-cycle (10% linear warm-up")
+    assert "batch 16, 4 epochs (500 steps)" in text and "from scratch" in text
+    sgd = describe(TrainConfig(model="deeplabv2", backbone="resnet101", output_stride=8, optimizer="sgd",
+                               schedule="poly", weights="imagenet"))
+    assert sgd.startswith("deeplabv2 resnet101 OS8, SGD (momentum 0.9)") and "poly decay (power 0.9)" in sgd
+    assert "steps" not in sgd and "ImageNet weights" in sgd
+
+
+def test_released_options_added_later_enter_the_key_only_when_set():
+    """Options added after runs were cached (KEY_OPTIONAL) leave the default keys as they were."""
+    from scribbleseg.data.embedded import EmbeddedConfig
+    from scribbleseg.data.folder import ScribbleVariant
+    from scribbleseg.experiment import experiment_key
+    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.methods.cdsp import CDSP
+    from scribbleseg.methods.urss import URSS
+    from scribbleseg.train import TrainConfig
+
+    def key(m):
+        return experiment_key(EmbeddedConfig(), ScribbleVariant(), TrainConfig(), m)
+
+    for default, changed, field in [(URSS(), URSS(translation="crop"), "translation"),
+                                    (URSS(), URSS(align_corners=True), "align_corners"),
+                                    (CDSP(segc=False, dc=False, lorm=False), CDSP(segc=False, dc=False, lorm=False,
+                                                                                  align_corners=True), "align_corners"),
+                                    (BLPSeg(), BLPSeg(head_batchnorm=False), "head_batchnorm")]:
+        assert field not in key(default)[1]["method"] and field in key(changed)[1]["method"]
+        assert key(default)[0] != key(changed)[0]
+    released = CDSP.released(segc=False, dc=False, lorm=False)
+    assert (released.scribble_seeds, released.frame_is_boundary, released.del_count, released.align_corners) == \
+        ("foreground", True, "terms", True)

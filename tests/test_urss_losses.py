@@ -29,7 +29,7 @@ def test_entropy_and_soft_entropy_hand_computed():
     assert entropy(logits).item() == pytest.approx((math.log(2) + h1) / 3, abs=1e-6)           # (2)
     boundary = torch.tensor([[[True, False, False]]])
     assert soft_entropy(logits, boundary).item() == pytest.approx(h1 / 2, abs=1e-6)            # (3): B excluded
-    scribble = torch.tensor([[[0, U, U]]])                         # released: the scribbled boundary pixel kept
+    scribble = torch.tensor([[[0, U, U]]])                         # ours (option): the scribbled boundary pixel kept
     assert soft_entropy(logits, boundary, scribble).item() == pytest.approx((math.log(2) + h1) / 3, abs=1e-6)
 
 
@@ -173,7 +173,7 @@ def _toy_features(x, weight, stride):
 
 
 @pytest.mark.parametrize("phi", [Transform("flip"), Transform("translate", 2, 0), Transform("translate", 0, -3),
-                                 Transform("translate", -1, 1)])
+                                 Transform("translate", -1, 1), Transform("crop", 2), Transform("crop", -3)])
 def test_transforms_commute_with_the_transition_matrix_exactly(phi):
     torch.manual_seed(3)
     x, weight, s = torch.randn(2, 3, 24, 32, dtype=D), torch.randn(5, 3, 1, 1, dtype=D), 4
@@ -202,6 +202,29 @@ def test_shift_and_translation_directions():
     assert shift(x, 0, -1)[0, 0].tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]     # content moves left
     assert Transform("translate", 1, 0).valid(3, 3).tolist() == [[False] * 3, [True] * 3, [True] * 3]
     assert Transform("flip").image(x, 1)[0, 0, 0].tolist() == [2, 1, 0]
+
+
+def test_released_translation_is_a_vertical_crop_and_compares_the_corner_blocks():
+    """Released: t(x) keeps the top rows (x[:, :, 0:385] of 465) or the bottom rows (x[:, :, 80:465]); P(x) is
+    compared on its top-left or bottom-right block (row-major positions of the kept rows)."""
+    x = torch.arange(12.0 * 2).reshape(1, 1, 12, 2)                          # 12 x 2 pixels, stride 4: a 3 x 2 grid
+    top, bottom = Transform("crop", 1), Transform("crop", -1)
+    assert torch.equal(top.image(x, 4), x[..., :8, :]) and torch.equal(bottom.image(x, 4), x[..., 4:, :])
+    assert top.target_shape(3, 2) == (2, 2) and bottom.valid(3, 2).tolist() == [[True, True], [True, True]]
+    p = torch.arange(36.0).reshape(1, 6, 6)                                  # M = 6 positions
+    assert torch.equal(top.matrix(p, 3, 2), p[:, :4, :4])                    # the released feature[:, 0:h_s, 0:w_s]
+    assert torch.equal(bottom.matrix(p, 3, 2), p[:, 2:, 2:])                 # the released feature[:, h-h_s:, w-w_s:]
+    q = torch.arange(16.0).reshape(1, 4, 4)                                  # P(t(x)) is compared whole
+    assert torch.equal(top.restrict(q, 3, 2), q) and torch.equal(bottom.restrict(q, 3, 2), q)
+    f = torch.arange(6.0).reshape(1, 1, 3, 2)
+    assert bottom.grid(f)[0, 0].tolist() == [[2, 3], [4, 5]]
+    draws = [random_transform(s, 59, 59, "translate", translation="crop") for s in range(20)]
+    assert {d.dy for d in draws} == {10, -10} and all(d.kind == "crop" for d in draws)  # 80 px of 465 at stride 8
+    assert random_transform(0, 32, 32, "translate", max_shift=3, translation="crop").dy in (3, -3)
+    with pytest.raises(ValueError, match="translation"):
+        random_transform(0, 8, 8, translation="wrap")
+    with pytest.raises(ValueError, match="crop drops rows"):
+        Transform("crop", 0, 1)
 
 
 def test_random_transform_is_drawn_from_the_step():
@@ -254,6 +277,16 @@ def test_released_eigenspace_loss_matches_its_written_formula():
     q = np.exp(e1) / np.exp(e1).sum(1, keepdims=True)                       # softmax over dim 1 (columns)
     p = np.exp(e2) / np.exp(e2).sum(1, keepdims=True)
     kl = np.mean(p * (np.log(p) - np.log(q)))                                 # KLDiv, element-wise mean
-    l1 = np.mean(np.abs(np.trace(e1, axis1=1, axis2=2) - np.trace(e2, axis1=1, axis2=2)))
+    l1 = np.mean(np.abs(np.trace(q, axis1=1, axis2=2) - np.trace(p, axis1=1, axis2=2)))  # traces of the softmaxes
     got = released_eigenspace_loss(torch.from_numpy(e1), torch.from_numpy(e2)).item()
     assert got == pytest.approx(30 * (kl + 1e-2 * l1))
+
+
+def test_released_eigenspace_trace_is_taken_on_the_column_softmax():
+    """A 2 x 2 case by hand: E1 = [[0, 0], [ln 3, 0]] has column softmax S1 = [[1/4, 1/2], [3/4, 1/2]] (tr 3/4);
+    E2 = 0 has S2 = 1/2 everywhere (tr 1). KL element-wise mean = (1/2 ln 2 + 1/2 ln 2/3) / 4 = ln(4/3) / 8;
+    the raw energies' traces are both 0, so a trace on the energies would give no trace term."""
+    e1 = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]], dtype=D)
+    e2 = torch.zeros(1, 2, 2, dtype=D)
+    expect = 30 * (math.log(4 / 3) / 8 + 1e-2 * abs(0.75 - 1.0))
+    assert released_eigenspace_loss(e1, e2).item() == pytest.approx(expect, rel=1e-12)

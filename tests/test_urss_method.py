@@ -49,6 +49,8 @@ def test_wrapped_network_puts_the_walk_before_the_classifier():
     URSS(self_supervision="eigenspace", transform="flip"), URSS(self_supervision="eigenspace", transform="translate"),
     URSS(self_supervision="eigenspace", random_walk="none"), URSS(self_supervision="features_in"),
     URSS(self_supervision="features_out", transform="translate"), URSS.released(self_supervision="eigenspace"),
+    URSS.released(self_supervision="eigenspace", transform="translate"),
+    URSS.released(self_supervision="features_in", transform="translate"),
 ])
 def test_losses_finite_with_gradients(method):
     model = _model(method)
@@ -72,11 +74,43 @@ def test_entropy_options_match_their_formulas():
         grid_b = torch.zeros(2, 8, 8, dtype=torch.bool)
         grid_b[:, :, 1:3] = True                                           # pixel columns 6-7 and 8-9: half a cell each
         assert paper.item() == pytest.approx(soft_entropy(logits, grid_b).item(), rel=1e-6)
-        released = URSS.released().losses(model, batch)["entropy"]         # full resolution, scribbles kept
-        full = upsample(logits, (32, 32))
+        released = URSS.released().losses(model, batch)["entropy"]         # full resolution, boundary mask only
+        full = upsample(logits, (32, 32), align_corners=True)
+        assert released.item() == pytest.approx(soft_entropy(full, batch["boundary"]).item(), rel=1e-6)
+        kept = URSS(entropy_resolution="full", entropy_keep_scribbles=True, align_corners=True)  # ours, an option
         expect = soft_entropy(full, batch["boundary"], batch["scribble"])
-        assert released.item() == pytest.approx(expect.item(), rel=1e-6)
-        assert released.item() != pytest.approx(soft_entropy(full, batch["boundary"]).item(), rel=1e-6)
+        assert kept.losses(model, batch)["entropy"].item() == pytest.approx(expect.item(), rel=1e-6)
+        assert released.item() != pytest.approx(expect.item(), rel=1e-6)
+
+
+def test_released_entropy_ignores_scribbles_on_the_boundary():
+    """Hand-built: 1 x 3 full-resolution logits, the scribbled first pixel on the pseudo-boundary. The released
+    mask is 1 - B only, so the scribbled boundary pixel is excluded: the mean over the other two pixels."""
+    logits = torch.zeros(1, 2, 1, 3)
+    logits[0, :, 0, 1] = torch.tensor([math.log(3.0), 0.0])               # entropy h1; pixels 0 and 2: log 2
+    h1 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    batch = {"image": torch.zeros(1, 3, 1, 3), "scribble": torch.tensor([[[0, U, U]]]),
+             "boundary": torch.tensor([[[True, False, False]]])}
+    got = URSS.released()._entropy(logits, batch)
+    assert not URSS.released().entropy_keep_scribbles
+    assert got.item() == pytest.approx((h1 + math.log(2)) / 2, abs=1e-6)
+
+
+def test_released_upsampling_aligns_corners():
+    """The released CE term upsamples 2 x 2 logits to 4 x 4 with align_corners=True. By hand, for logit columns
+    (0, 3): corner-aligned, pixel column 1 sits 1/3 of the way (logit 1.0); half-pixel aligned (ours), at
+    source x = (1 + 0.5) / 2 - 0.5 = 0.25 (logit 0.75)."""
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 0, :, 1] = 3.0                                              # class 0 logit: 0 left, 3 right
+    scribble = torch.full((1, 4, 4), U)
+    scribble[0, 0, 1] = 1                                                 # one labelled pixel, class 1
+    batch = {"image": torch.zeros(1, 3, 4, 4), "scribble": scribble}
+    model = lambda x: {"logits": logits}                                  # noqa: E731  (a fixed prediction)
+    z0 = {True: 1.0, False: 0.75}                                         # class-0 logit at pixel (0, 1)
+    for aligned in (True, False):
+        ce = URSS(entropy="none", align_corners=aligned).losses(model, batch)["ce"]
+        assert ce.item() == pytest.approx(math.log(1 + math.exp(z0[aligned])), rel=1e-6)  # -log softmax_1
+    assert URSS.released().align_corners and not URSS().align_corners
 
 
 

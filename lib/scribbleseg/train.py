@@ -56,6 +56,22 @@ class TrainConfig:
     weights: str | None = None
 
 
+_SCHEDULES = {"onecycle": "one-cycle ({warm:.0%} linear warm-up, then cosine decay)", "poly": "poly decay (power 0.9)",
+              "constant": "constant"}
+
+
+def describe(cfg: TrainConfig, n_images: int | None = None) -> str:
+    """The recipe of ``cfg`` in words, for a notebook to print (so its prose cannot drift from the config).
+    ``n_images``: training-set size, to state the number of steps."""
+    net = f"{cfg.model} width {cfg.width}" if cfg.model == "small" else f"{cfg.model} {cfg.backbone} OS{cfg.output_stride}"
+    opt = {"adamw": "AdamW", "sgd": "SGD (momentum 0.9)"}.get(cfg.optimizer, cfg.optimizer)
+    steps = f" ({cfg.epochs * (n_images // cfg.batch_size)} steps)" if n_images else ""
+    return (f"{net}, {opt} lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, "
+            f"{_SCHEDULES.get(cfg.schedule, cfg.schedule).format(warm=cfg.warmup)}, batch {cfg.batch_size}, "
+            f"{cfg.epochs} epochs{steps}, flips {'on' if cfg.flip else 'off'}, "
+            f"{'ImageNet weights' if cfg.weights else 'from scratch'}")
+
+
 def make_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     """The network of ``cfg``, initialised from ``cfg.seed``."""
     torch.manual_seed(cfg.seed)

@@ -1,7 +1,8 @@
 """The BLPSeg network (Wang et al., IEEE TIP 2023), Fig. 4 and Sec. IV-B: a segmentation backbone-decoder
 with two heads and the LAM.
 
-- scribble head: two "1x1 conv + BN + ReLU" layers and a 1x1 classifier to K+1 classes (Eq. 1-2);
+- scribble head: two "1x1 conv + BN + ReLU" layers and a 1x1 classifier to K+1 classes (Eq. 1-2); the BN is
+  ours (the released heads have none: ``head_batchnorm=False``);
 - segmentation head: the same structure to K classes, followed by the LAM (Eq. 8: after the classifier);
 - low-level features f for the LAM: a 4x4 stride-4 convolution + LayerNorm on the input image.
 
@@ -19,10 +20,12 @@ from scribbleseg.models.base import SegmentationModel
 from scribbleseg.modules.lam import LAM, LowLevelFeatures
 
 
-def _head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+def _head(in_dim: int, hidden: int, out_dim: int, batchnorm: bool = True) -> nn.Sequential:
+    """Two 1x1 "conv (+ BN) + ReLU" layers and a 1x1 classifier."""
     layers = []
     for d in (in_dim, hidden):
-        layers += [nn.Conv2d(d, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        norm = [nn.BatchNorm2d(hidden)] if batchnorm else []
+        layers += [nn.Conv2d(d, hidden, 1, bias=False), *norm, nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.Conv2d(hidden, out_dim, 1))
 
 
@@ -34,16 +37,18 @@ class BLPSegNet(SegmentationModel):
         num_classes: K. hidden: width of the heads. lam: a :class:`LAM` or None (baseline without LAM).
         low_dim: channels of the low-level features. detach_scribble_features: the released code's scribble
             head reads detached decoder features (it never trains the backbone); the paper's does not.
+        low_projection: a 1x1 convolution after the LayerNorm of the low-level features (released code).
+        head_batchnorm: BatchNorm in both heads (ours); False = the released heads (conv + ReLU only).
     """
 
     def __init__(self, base: SegmentationModel, num_classes: int, feat_dim: int, hidden: int = 64,
                  lam: LAM | None = None, low_dim: int = 32, detach_scribble_features: bool = False,
-                 low_projection: bool = False):
+                 low_projection: bool = False, head_batchnorm: bool = True):
         super().__init__()
         self.base, self.lam, self.detach_scribble_features = base, lam, detach_scribble_features
         self.output_stride = base.output_stride
-        self.seg_head = _head(feat_dim, hidden, num_classes)
-        self.scrib_head = _head(feat_dim, hidden, num_classes + 1)
+        self.seg_head = _head(feat_dim, hidden, num_classes, head_batchnorm)
+        self.scrib_head = _head(feat_dim, hidden, num_classes + 1, head_batchnorm)
         self.low = LowLevelFeatures(low_dim, stride=4, project=low_projection) if lam is not None else None
         self.classifier = self.seg_head
 

@@ -7,14 +7,18 @@ loss, {"seg": CE or focal} otherwise (the scribble head is then left untrained, 
 without BLP).
 Both heads are upsampled to the label size before their losses. Self-training: from global step
 ``self_train_from`` on, the segmentation head's target is its own prediction sharpened to one-hot
-(paper), or with ``self_train="released"`` the released code's rule (argmax restricted to the classes
-present in the image's scribbles, unlabelled where the max probability < ``self_train_threshold``,
-scribble pixels override).
+(paper), or with ``self_train="released"`` the released code's rule: argmax restricted to the image-level
+classes, unlabelled where the max probability < ``self_train_threshold``, scribble pixels override. The
+released data pipeline builds the class vector after mapping unlabelled pixels to class 0, so background
+(class 0) is always among the image's classes: an image without scribbles keeps its confident background
+pseudo-labels, and one without a background stroke still allows background.
 
 Released-code options (default = paper), see :mod:`scribbleseg.losses.blp`: ``normalize="weights"``,
 ``detach_weight``, ``renormalize_scrib=False``, ``detach_scribble_features`` (scribble head on detached
 decoder features), ``detach_scrib_in_loss`` (p_scrib detached in BL), ``low_projection`` (a 1x1 convolution
-after the LayerNorm of the LAM's low-level features). The released code also aggregates logits before upsampling
+after the LayerNorm of the LAM's low-level features), ``head_batchnorm=False`` (the released heads are
+"1x1 conv + ReLU" twice and a 1x1 classifier, without BatchNorm; ours follow the paper's "conv + BN + ReLU"
+reading of Fig. 4, our choice since the paper does not name the normalisation). The released code also aggregates logits before upsampling
 and uses no temperature, as the paper's Eq. (4)-(8) and this implementation do.
 """
 from __future__ import annotations
@@ -56,8 +60,9 @@ class BLPSeg:
     detach_scribble_features: bool = False
     detach_scrib_in_loss: bool = False
     low_projection: bool = False
+    head_batchnorm: bool = True
 
-    KEY_OPTIONAL: ClassVar[dict] = {"low_projection": False}  # added later: enters the cache key only when set
+    KEY_OPTIONAL: ClassVar[dict] = {"low_projection": False, "head_batchnorm": True}  # added later: enters the cache key only when set
 
     def __post_init__(self):
         for name, value, ok in [("region", self.region, ("all", "labelled", "unlabelled")),
@@ -70,7 +75,7 @@ class BLPSeg:
     def wrap(self, base, num_classes: int) -> BLPSegNet:
         lam = LAM(self.sigma, self.similarity, self.learn_sigma, self.lam_impl) if self.lam else None
         return BLPSegNet(base, num_classes, base.classifier.in_channels, self.hidden, lam, self.low_dim,
-                         self.detach_scribble_features, self.low_projection)
+                         self.detach_scribble_features, self.low_projection, self.head_batchnorm)
 
     def _sources(self, scribble: torch.Tensor, size, k: int):
         if not self.lam or self.region == "all":
@@ -85,6 +90,7 @@ class BLPSeg:
             return p.argmax(1)                                                      # one-hot sharpening
         k = p.shape[1]
         present = torch.stack([torch.bincount(s[s != IGNORE_INDEX], minlength=k)[:k] > 0 for s in scribble])  # (N, K)
+        present[:, 0] = True                                                        # background always (released data)
         p = p * present[:, :, None, None]                                           # classes of the image only
         conf, label = p.max(1)
         label = label.masked_fill(conf < self.self_train_threshold, IGNORE_INDEX)

@@ -22,11 +22,18 @@ Args (dataclass fields; defaults = the paper):
     lorm_features: "backbone" (paper) or "decoder".
 Released-code options: lorm_mask="query", lorm_downsample="bilinear", lorm_reduction="nonzero"
 (:mod:`scribbleseg.cdsp.lorm`); scribble_seeds="foreground", frame_is_boundary=True
-(:mod:`scribbleseg.cdsp.distance_maps`); del_count="terms" (:mod:`scribbleseg.cdsp.distance_entropy`).
+(:mod:`scribbleseg.cdsp.distance_maps`); del_count="terms" (:mod:`scribbleseg.cdsp.distance_entropy`);
+align_corners=True (the released loop upsamples the logits with align_corners=True before L_segs, L_segc and
+the distance entropy; ours, as everywhere in the library, uses False). :meth:`CDSP.released` sets them all.
+Not copied (a released bug): the released crops pad the stored distance maps with 255, so padded pixels get
+weight 1 in L_ds and L_dc; ours computes the maps on the batch's labels, where padding is IGNORE_INDEX
+(no scribble seed, no pseudo-label foreground), so a padded pixel gets the weight of its distances, like
+any other pixel, not 1.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -58,6 +65,9 @@ class CDSP:
     scribble_seeds: str = "all"
     frame_is_boundary: bool = False
     del_count: str = "weights"
+    align_corners: bool = False
+
+    KEY_OPTIONAL: ClassVar[dict] = {"align_corners": False}  # added later: enters the cache key only when set
 
     def __post_init__(self):
         for name, value, ok in [("lorm_features", self.lorm_features, ("backbone", "decoder")),
@@ -73,6 +83,13 @@ class CDSP:
         if self.pseudo is None and (self.segc or self.dc or self.lorm):
             raise ValueError("CDSP with segc, dc or lorm needs pseudo=PseudoLabels.from_array(...)")
 
+    @classmethod
+    def released(cls, **overrides) -> CDSP:
+        """Every documented difference of the authors' released code (see the module docstring)."""
+        return cls(**{"lorm_mask": "query", "lorm_downsample": "bilinear", "lorm_reduction": "nonzero",
+                      "scribble_seeds": "foreground", "frame_is_boundary": True, "del_count": "terms",
+                      "align_corners": True, **overrides})
+
     def wrap(self, base, num_classes: int):
         if not self.lorm:
             return base
@@ -81,7 +98,7 @@ class CDSP:
     def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         scribble = batch["scribble"]                                               # (N, H, W)
         out = model(batch["image"])
-        logits = upsample(out["logits"], scribble.shape[-2:])                      # (N, K, H, W)
+        logits = upsample(out["logits"], scribble.shape[-2:], self.align_corners)  # (N, K, H, W)
         pseudo = self.pseudo.batch_labels(batch) if (self.segc or self.dc or self.lorm) else None
         terms = {}
         if self.segs:

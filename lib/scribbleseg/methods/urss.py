@@ -13,7 +13,8 @@ supplementary material, which we do not have: ours are placeholders to tune):
     alpha: initial alpha of the paper's walk. key_dim: query / key channels of the attention block.
     entropy: "soft" (Eq. 3), "plain" (Eq. 2) or "none" (Table 1's rows). entropy_weight: omega_1.
     entropy_resolution: "grid" (the logits grid, paper) or "full" (upsampled logits, released code).
-    entropy_keep_scribbles: scribbled pixels keep weight 1 on boundaries (released code).
+    entropy_keep_scribbles: scribbled pixels keep weight 1 on boundaries (ours, off by default: the released
+        entropy's mask is the pseudo-boundary only, and neither released training script passes scribbles).
     n_segments, compactness, boundary_threshold: pseudo-boundaries (SLIC, about 10 ms per 128 x 128 image
         on one core) and their pooling to the grid.
     boundaries: where the pseudo-boundaries come from (a batch may bring its own "boundary" (N, H, W)
@@ -30,6 +31,10 @@ supplementary material, which we do not have: ours are placeholders to tune):
     self_supervision: None (stage 1), "eigenspace" (Eq. 9), "features_in" (Eq. 7 on f^{L-1}) or
         "features_out" (Eq. 7 on f^L) (Table 2's locations).
     transform: "flip", "translate" or "random" (drawn from batch["step"]). max_shift: cells (default h // 4).
+    translation: "shift" (ours: zero-filled shifts in four directions) or "crop" (released: a vertical crop of
+        the top or bottom rows, see :mod:`scribbleseg.urss.transforms`).
+    align_corners: upsample the logits with align_corners=True before the CE and entropy terms (released
+        training loops); False (ours) everywhere else in the library.
     ss_weight: omega_2. gamma: weight of the trace term of Eq. (9).
     ss_loss: "paper" (Eq. 9 on the transition matrices) or "released" (the released code's loss on the
         pre-softmax energies, x as student and t_phi(x) as teacher; see :mod:`scribbleseg.urss.self_supervision`).
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import ClassVar
 
 import torch
 
@@ -54,7 +60,7 @@ from scribbleseg.urss.model import URSSNet
 from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, transition_matrix
 from scribbleseg.urss.self_supervision import (feature_consistency, paired, released_eigenspace_loss,
                                                soft_eigenspace_loss)
-from scribbleseg.urss.transforms import random_transform
+from scribbleseg.urss.transforms import TRANSLATIONS, random_transform
 
 
 def grid_stride(model, size: tuple[int, int], grid: tuple[int, int]) -> int:
@@ -89,20 +95,27 @@ class URSS:
     gamma: float = 0.01
     ss_loss: str = "paper"
     detach_teacher: bool = False
+    translation: str = "shift"
+    align_corners: bool = False
+
+    KEY_OPTIONAL: ClassVar[dict] = {"translation": "shift", "align_corners": False}  # added later: keys only when set
 
     def __post_init__(self):
         for name, ok in [("random_walk", ("paper", "attention", "none")), ("entropy", ("soft", "plain", "none")),
                          ("entropy_resolution", ("grid", "full")), ("transform", ("flip", "translate", "random")),
                          ("self_supervision", (None, "eigenspace", "features_in", "features_out")),
-                         ("ss_loss", ("paper", "released")), ("boundaries", ("cached", "batch"))]:
+                         ("ss_loss", ("paper", "released")), ("boundaries", ("cached", "batch")),
+                         ("translation", TRANSLATIONS)]:
             if getattr(self, name) not in ok:
                 raise ValueError(f"URSS.{name} must be one of {ok}, got {getattr(self, name)!r}")
 
     @classmethod
     def released(cls, **overrides) -> URSS:
-        """Every documented difference of the authors' released code."""
-        return cls(**{"random_walk": "attention", "entropy_resolution": "full", "entropy_keep_scribbles": True,
-                      "ss_loss": "released", "detach_teacher": True, **overrides})
+        """Every documented difference of the authors' released code (position attention, entropy on the
+        full-resolution logits with the pseudo-boundary mask only, the released eigenspace loss with a no_grad
+        teacher, the vertical-crop translation, align_corners=True upsampling)."""
+        return cls(**{"random_walk": "attention", "entropy_resolution": "full", "ss_loss": "released",
+                      "detach_teacher": True, "translation": "crop", "align_corners": True, **overrides})
 
     def wrap(self, base, num_classes: int) -> URSSNet:
         if self.random_walk == "none":
@@ -122,7 +135,7 @@ class URSS:
     def _entropy(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         scribble = batch["scribble"]
         if self.entropy_resolution == "full":
-            logits = upsample(logits, scribble.shape[-2:])                      # (N, K, H, W)
+            logits = upsample(logits, scribble.shape[-2:], self.align_corners)  # (N, K, H, W)
         size = tuple(logits.shape[-2:])
         if self.entropy == "plain":
             return entropy(logits)                                              # (2)
@@ -136,9 +149,13 @@ class URSS:
     def _self_supervision(self, model, batch: dict, out: dict) -> torch.Tensor:
         x = batch["image"]
         h, w = out["logits"].shape[-2:]
-        phi = random_transform(int(batch.get("step", 0)), h, w, self.transform, self.max_shift)
+        phi = random_transform(int(batch.get("step", 0)), h, w, self.transform, self.max_shift, self.translation)
         with torch.no_grad() if self.detach_teacher else contextlib.nullcontext():
             out_t = model(phi.image(x, grid_stride(model, x.shape[-2:], (h, w))))  # f(t_phi(x))
+        if tuple(out_t["logits"].shape[-2:]) != phi.target_shape(h, w):
+            raise ValueError(f"URSS translation={self.translation!r}: t_phi(x) gives a grid "
+                             f"{tuple(out_t['logits'].shape[-2:])}, expected {phi.target_shape(h, w)}; use an image "
+                             f"size that is a multiple of the model's output stride")
         if self.self_supervision != "eigenspace":
             key = "features_in" if self.self_supervision == "features_in" else "features"
             return feature_consistency(out[key], out_t[key], phi)               # (7)
@@ -152,7 +169,7 @@ class URSS:
     def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         out = model(batch["image"])
         scribble = batch["scribble"]
-        terms = {"ce": partial_cross_entropy(upsample(out["logits"], scribble.shape[-2:]), scribble)}
+        terms = {"ce": partial_cross_entropy(upsample(out["logits"], scribble.shape[-2:], self.align_corners), scribble)}
         if self.entropy != "none":
             terms["entropy"] = self.entropy_weight * self._entropy(out["logits"], batch)
         if self.self_supervision is not None:

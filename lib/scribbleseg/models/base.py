@@ -30,8 +30,9 @@ class SegmentationModel(nn.Module):
         return {"features": f, "logits": self.classifier(f)}  # logits: (N, K, h, w)
 
 
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling (align_corners=False) of (N, K, h, w) logits to (N, K, *size)."""
+def upsample(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear upsampling of (N, K, h, w) logits to (N, K, *size). ``align_corners=False`` (ours, everywhere
+    by default); the released URSS and CDSP training loops use True (an option of their methods)."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)

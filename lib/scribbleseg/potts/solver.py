@@ -11,9 +11,9 @@ before E is evaluated, so no gradient reaches l on S); "gradient descent in PyTo
 lr 0.075. E is the sum over pixels written in (6) (a per-pixel mean makes lr 0.075 move nothing).
 
 The paper does not name the optimiser. Measured against the closed-form optimum of H_Q + P_Q
-(:mod:`scribbleseg.potts.random_walker`) on 8 embedded images: Adam at lr 0.075 for 200 steps
-reaches soft Jaccard 0.998 (the paper reports 0.992), plain descent at lr 0.075 only 0.76. So the
-default is ``optimizer="adam"``; ``"gd"`` (plain l <- l - lr dE/dl) is the literal reading, an option.
+(:mod:`scribbleseg.potts.random_walker`) in ``notebooks/potts/08_solver_check`` (100 validation images,
+3 seeds): Adam at lr 0.075 for 200 steps reaches soft Jaccard 99.56% (the paper reports 99.2%), plain
+descent at lr 0.075 96.53%, little above the 94.07% of its starting point. So the default is ``optimizer="adam"``; ``"gd"`` (plain l <- l - lr dE/dl) is the literal reading, an option.
 
 Shapes: logits, sigma (N, K, h, w) on the network's grid; seeds (N, h, w) long with IGNORE_INDEX.
 Everything runs under ``torch.enable_grad`` on detached copies: the network gets no gradient here.

@@ -9,9 +9,10 @@ position of the prediction, scribbled or not. The paper computes s on the networ
 is a boundary when at least ``threshold`` of its pixels are (0.5: the excluded fraction of the grid stays
 close to that of the pixels; "any pixel" would exclude about half of a 32 x 32 grid at 64 superpixels).
 
-Released-code option: the soft entropy on the logits upsampled to full resolution, with the scribbled
-pixels kept (weight 1) even on a boundary: call :func:`soft_entropy` on full-resolution logits with
-``scribble``. Both keep the mean of Eq. (3) (the sum over kept positions / their number).
+Released code: the soft entropy on the logits upsampled to full resolution, masked by the pseudo-boundary
+only (weight 1 - B): call :func:`soft_entropy` on full-resolution logits. Ours, an option: ``scribble``
+keeps the scribbled pixels (weight 1) even on a boundary; neither released training script does this.
+Both keep the mean of Eq. (3) (the sum over kept positions / their number).
 
 Shapes: logits (N, K, H, W); boundary (N, H, W) bool (True = in B); scribble (N, H, W) long with
 IGNORE_INDEX. Returns scalars, 0 (not NaN) when no position is kept.
@@ -44,7 +45,7 @@ def soft_entropy(logits: torch.Tensor, boundary: torch.Tensor, scribble: torch.T
 
     Args:
         logits: (N, K, H, W). boundary: (N, H, W) bool, same size as logits.
-        scribble: if given (released code), labelled positions are kept even on a boundary.
+        scribble: if given (ours, not the released code's), labelled positions are kept even on a boundary.
     """
     keep = ~boundary                                                          # Omega - B
     if scribble is not None:

@@ -16,10 +16,11 @@ Eq. (10) (:func:`paired`), which is log P for a flip and the log of the renormal
 translation, stable where P underflows.
 
 Released code (:func:`released_eigenspace_loss`): on the pre-softmax energies E1 = T(E(x)) (student)
-and E2 = E(t(x)) (teacher, the same network under no_grad),
-    30 * ( KLDiv(log_softmax(E1, dim=1), softmax(E2, dim=1)) [element-wise mean] + 1e-2 |tr E1 - tr E2| ),
-where dim=1 is the first position index of (N, M, M): a column-wise softmax, and the trace is that of
-the raw energies (our reading; the L1 is averaged over images).
+and E2 = E(t(x)) (teacher, the same network under no_grad), with S(E) = softmax(E, dim=1),
+    30 * ( KLDiv(log S(E1), S(E2)) [element-wise mean] + 1e-2 |tr S(E1) - tr S(E2)| [mean over images] ),
+where dim=1 is the first position index of (N, M, M): a column-wise softmax, for the KL and the trace
+alike. (The released flip pairs E(x) with T E(t(x)) T instead; T is a symmetric permutation, so the
+loss is the same.)
 
 Shapes: f (N, C, h, w); matrices (N, M, M) or (N, |V|, |V|). Every loss returns a scalar.
 """
@@ -58,9 +59,10 @@ def soft_eigenspace_loss(log_a: torch.Tensor, log_b: torch.Tensor, gamma: float 
 
 def released_eigenspace_loss(e1: torch.Tensor, e2: torch.Tensor, trace_weight: float = 1e-2,
                              scale: float = 30.0) -> torch.Tensor:
-    """The released code's eigenspace loss on energies E1 (student), E2 (teacher), (N, M', M')."""
-    kl = F.kl_div(F.log_softmax(e1, dim=1), F.softmax(e2, dim=1), reduction="none").mean()  # element-wise mean
-    return scale * (kl + trace_weight * (trace(e1) - trace(e2)).abs().mean())
+    """The released code's eigenspace loss on energies E1 (student), E2 (teacher), (N, M', M'): a scalar."""
+    s1, s2 = F.softmax(e1, dim=1), F.softmax(e2, dim=1)                     # column-wise softmax S(E)
+    kl = F.kl_div(F.log_softmax(e1, dim=1), s2, reduction="none").mean()     # element-wise mean
+    return scale * (kl + trace_weight * (trace(s1) - trace(s2)).abs().mean())  # L1 of tr S(E), mean over images
 
 
 def eigenspace(p: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
