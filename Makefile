@@ -28,7 +28,7 @@ data: env fashion
 	$(PY) -m scribbleseg.data --profile $(PROFILE)
 
 reproduce: env fashion
-	$(PY) -m scribbleseg.run --profile $(PROFILE)
+	$(PY) -m scribbleseg.lab.run --profile $(PROFILE)
 
 # nbval re-executes the smoke notebooks with a fresh results cache and dataset, so that a changed
 # loss, metric or generator shows up (the cache key does not hash the code).
@@ -40,7 +40,7 @@ test: env fashion
 references: env fashion
 	rm -rf build/test
 	SCRIBBLESEG_BATCH=1 SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
-	  $(PY) -m scribbleseg.run --profile smoke --refresh-references --force
+	  $(PY) -m scribbleseg.lab.run --profile smoke --refresh-references --force
 
 clean-cache:
 	rm -rf results/cache build

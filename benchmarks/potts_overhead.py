@@ -15,11 +15,12 @@ import platform
 import numpy as np
 import torch
 
-from scribbleseg.benchmark import ratios, time_steps
-from scribbleseg.config import repo_root
+from scribbleseg.lab.benchmark import ratios, time_steps
+from scribbleseg.files import repo_root
 from scribbleseg.data.embedded import embedded_config
 from scribbleseg.experiment import load_embedded
-from scribbleseg.methods import PartialCE, PottsGD, SelfLabeling
+from scribbleseg.baseline import PartialCE
+from scribbleseg.potts.method import PottsGD, SelfLabeling
 from scribbleseg.train import TrainConfig, make_model, to_batch
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.losses.blp import annotation_probability, blp_loss, focal_loss, scribble_head_loss
-from scribbleseg.losses.pce import partial_cross_entropy
-from scribbleseg.modules.lam import LAM, LowLevelFeatures, dense_lam, local_lam
+from scribbleseg.blpseg.losses import annotation_probability, blp_loss, focal_loss, scribble_head_loss
+from scribbleseg.losses import partial_cross_entropy
+from scribbleseg.blpseg.lam import LAM, LowLevelFeatures, dense_lam, local_lam
 
 U = IGNORE_INDEX
 
@@ -143,7 +143,7 @@ def test_lam_options_named():
 
 
 def test_released_self_training_rule():
-    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.blpseg.method import BLPSeg
 
     logits = torch.zeros(1, 3, 1, 3)
     logits[0, :, 0, 0] = torch.tensor([0.0, 9.0, 0.0])   # confident class 1, present in the scribbles
@@ -157,7 +157,7 @@ def test_released_self_training_rule():
 def test_released_self_training_always_allows_background():
     """The released class vector always holds background (class 0): a confident background pixel keeps its
     pseudo-label in an image without scribbles and in one with a foreground stroke only."""
-    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.blpseg.method import BLPSeg
 
     logits = torch.zeros(2, 3, 1, 3)
     logits[:, :, 0, 0] = torch.tensor([9.0, 0.0, 0.0])    # confident background in both images
@@ -170,7 +170,7 @@ def test_released_self_training_always_allows_background():
 def test_released_heads_have_no_batchnorm():
     from torch import nn
 
-    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.blpseg.method import BLPSeg
     from scribbleseg.models.small import SmallSegNet
 
     def norms(method):
@@ -185,7 +185,7 @@ def test_released_heads_have_no_batchnorm():
 def test_blpseg_trains_resumes_and_reloads(tiny_dataset, tmp_path, monkeypatch):
     from scribbleseg.data.folder import ScribbleVariant
     from scribbleseg.experiment import run_experiment
-    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.blpseg.method import BLPSeg
     from scribbleseg.train import TrainConfig
 
     cfg_ds, root = tiny_dataset
@@ -211,7 +211,7 @@ def test_blpseg_trains_resumes_and_reloads(tiny_dataset, tmp_path, monkeypatch):
 def test_label_diffusion_expands_within_superpixels_only():
     import numpy as np
 
-    from scribbleseg.blpseg.label_diffusion import expand_scribble
+    from scribbleseg.data.label_diffusion import expand_scribble
 
     img = np.zeros((32, 32, 3), np.uint8)
     img[:, 16:] = 200                                        # two flat halves: superpixels never cross x = 16

@@ -8,7 +8,7 @@ import torch
 
 from scribbleseg.blpseg import analysis, study
 from scribbleseg.constants import IGNORE_INDEX as U
-from scribbleseg.losses.blp import blp_loss, blp_loss_map, blp_weight
+from scribbleseg.blpseg.losses import blp_loss, blp_loss_map, blp_weight
 
 
 def test_blp_weight_and_loss_map_hand_computed():
@@ -71,7 +71,7 @@ def test_difference_map_and_object_cell():
 def _net(similarity=("distance",)):
     from scribbleseg.blpseg.model import BLPSegNet
     from scribbleseg.models.small import SmallSegNet
-    from scribbleseg.modules.lam import LAM
+    from scribbleseg.blpseg.lam import LAM
 
     torch.manual_seed(0)
     base = SmallSegNet(3, width=4)
@@ -101,7 +101,7 @@ def test_label_diffusion_variant_loads_expanded_labels_and_keeps_default_keys(ti
     from scribbleseg.data.folder import ScribbleVariant, load_split
     from scribbleseg.experiment import experiment_key
     from scribbleseg.constants import EMBEDDED_CLASSES
-    from scribbleseg.methods import PartialCE
+    from scribbleseg.baseline import PartialCE
     from scribbleseg.train import TrainConfig
 
     cfg, root = tiny_dataset
@@ -140,7 +140,7 @@ def test_recipe_and_compare():
 def test_interactive_cell_draws_a_plain_figure_headless(monkeypatch):
     import matplotlib.figure
 
-    from scribbleseg import plots
+    from scribbleseg.lab import plots
 
     monkeypatch.setenv("SCRIBBLESEG_BATCH", "1")
     calls = []
@@ -156,10 +156,10 @@ def test_interactive_cell_draws_a_plain_figure_headless(monkeypatch):
 
 def test_released_low_level_projection_and_stable_keys():
     from scribbleseg.experiment import experiment_key
-    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.blpseg.method import BLPSeg
     from scribbleseg.data.embedded import EmbeddedConfig
     from scribbleseg.data.folder import ScribbleVariant
-    from scribbleseg.modules.lam import LowLevelFeatures
+    from scribbleseg.blpseg.lam import LowLevelFeatures
     from scribbleseg.train import TrainConfig
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from scribbleseg.cdsp.distance_maps import distance_maps, foreground_boundary, p
 from scribbleseg.cdsp.lorm import LoRM, foreground_mask, lorm_loss, rectify, similarity
 from scribbleseg.cdsp.supervision import basic_supervision, smoothed_cross_entropy
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.losses import partial_cross_entropy
 
 U = IGNORE_INDEX
 
@@ -243,7 +243,7 @@ def test_cdsp_released_upsampling_aligns_corners():
     import pytest
     import torch
 
-    from scribbleseg.methods.cdsp import CDSP
+    from scribbleseg.cdsp.method import CDSP
 
     logits = torch.zeros(1, 2, 2, 2)
     logits[0, 0, :, 1] = 3.0

@@ -91,7 +91,7 @@ def test_classifier_trains_and_gives_pseudo_labels(tiny_train, tiny_classifier):
 
 
 def test_store_key_replace_and_flips(tiny_train):
-    from scribbleseg.methods.cdsp import CDSP
+    from scribbleseg.cdsp.method import CDSP
     from scribbleseg.train import to_batch
 
     rng = np.random.default_rng(0)
@@ -123,7 +123,7 @@ def test_cdsp_trains_reloads_and_caches(tiny_dataset, tiny_train, tiny_classifie
     from scribbleseg.data.folder import ScribbleVariant
     from scribbleseg.evaluate import evaluate
     from scribbleseg.experiment import experiment_key, load_data, run_experiment
-    from scribbleseg.methods.cdsp import CDSP
+    from scribbleseg.cdsp.method import CDSP
     from scribbleseg.train import TrainConfig
 
     cfg_ds, root = tiny_dataset

@@ -1,4 +1,4 @@
-"""Tests for scribbleseg.config (parameters) and scribbleseg.results (results schema)."""
+"""Tests for scribbleseg.lab.config (parameters) and scribbleseg.lab.results (results schema)."""
 import dataclasses
 import json
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from scribbleseg.config import (FrozenDict, ParamsError, freeze, load_params, notebook_key,
+from scribbleseg.lab.config import (FrozenDict, ParamsError, freeze, freeze_parameters, load_params, notebook_key,
                                 notebook_parameters, repo_root, thaw)
-from scribbleseg.results import Table, figures_dir, format_table, results_path, write_results
+from scribbleseg.lab.results import Table, figures_dir, format_table, results_path, write_results
 
 PARAMS_CELL = 'seeds = [0, 1, 2]\nsteps = 100\nlr = 0.01\nname = "base"\nmodel = None\nuse_crf = False\n'
 
@@ -108,6 +108,42 @@ def test_load_params_wrong_type(repo, text, expected, got):
     assert f"expects {expected}" in msg and f"got {got}" in msg
 
 
+DICT_CELL = ('data = {"n_train": 2000, "n_val": 400, "hue": 0.05}\ntrain = {"epochs": 4, "lr": 0.002}\n'
+             'variants = {"a": {"t": 0.3}, "b": {"t": 0.45}}\n')
+
+
+def test_dict_params_deep_merge_into_the_notebook_defaults(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb", DICT_CELL)
+    write_yaml(repo, "smoke", "01_baselines", "data: {n_train: 48}\ntrain: {epochs: 1, optimizer: sgd}\n"
+                                              "variants: {b: {t: 0.5}}\n")
+    assert load_params(nb, "smoke") == {"data": {"n_train": 48, "n_val": 400, "hue": 0.05},
+                                        "train": {"epochs": 1, "lr": 0.002, "optimizer": "sgd"},  # any TrainConfig field
+                                        "variants": {"a": {"t": 0.3}, "b": {"t": 0.5}}}
+    write_yaml(repo, "smoke", "01_baselines", "variants: !replace {c: {t: 0.2}}\n")
+    assert load_params(nb, "smoke") == {"variants": {"c": {"t": 0.2}}}
+
+
+def test_unknown_nested_key_names_the_key_and_the_file(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb", DICT_CELL)
+    path = write_yaml(repo, "cpu", "01_baselines", "data: {n_trian: 48}\ntrain: {epoch: 2}\nvariants: {c: {t: 1}}\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(nb, "cpu")
+    msg = str(e.value)
+    assert str(path) in msg and "data.'n_trian'" in msg and "did you mean n_train" in msg
+    assert "train.'epoch'" in msg and "did you mean epochs" in msg     # a recipe dict: TrainConfig's fields
+    assert "variants.'c'" in msg and "!replace" in msg
+
+
+def test_freeze_parameters_reads_the_names_from_the_parameters_cell(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb")
+    namespace = {"seeds": [0], "steps": 7, "lr": 0.1, "name": "x", "model": None, "use_crf": True, "other": 1}
+    P = freeze_parameters("BaselineParams", "notebooks/01_baselines.ipynb", namespace)
+    assert type(P).__name__ == "BaselineParams" and P.steps == 7 and P.seeds == (0,)
+    assert [f.name for f in dataclasses.fields(P)] == ["seeds", "steps", "lr", "name", "model", "use_crf"]
+    with pytest.raises(ParamsError, match="'steps'.*not defined"):
+        freeze_parameters("P", nb, {k: v for k, v in namespace.items() if k != "steps"})
+
+
 def test_load_params_missing_yaml_and_unknown_profile(repo):
     nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb")
     with pytest.raises(ParamsError, match="params/cpu/01_baselines.yaml"):
@@ -174,7 +210,7 @@ def test_results_and_figures_paths(repo):
 def test_commit_is_dirty_only_for_code_changes(tmp_path):
     import subprocess
 
-    from scribbleseg.results import _git_commit
+    from scribbleseg.lab.results import _git_commit
 
     def git(*a):
         subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from scribbleseg.config import load_params, notebook_key, notebook_parameters
+from scribbleseg.lab.config import load_params, notebook_key, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -23,14 +23,15 @@ def test_params_files_validate(nb, profile):
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_freeze_cell_covers_exactly_the_parameters(nb):
-    names = set(notebook_parameters(nb))
+def test_parameters_are_frozen_from_the_parameters_cell(nb):
+    """One ``P = freeze_parameters(name, NB, globals())`` (no hand-written list of names to drift from the
+    parameters cell), with NB the notebook's own path."""
     cells = nbformat.read(str(nb), as_version=4).cells
-    calls = [n for c in cells if c.cell_type == "code"
-             for n in ast.walk(ast.parse(c.source))
-             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "freeze"]
-    assert len(calls) == 1, f"{nb.name}: expected one freeze(...) call"
-    assert {k.arg for k in calls[0].keywords} == names
+    calls = [n for c in cells if c.cell_type == "code" for n in ast.walk(ast.parse(c.source))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("freeze", "freeze_parameters")]
+    assert [getattr(n.func, "id") for n in calls] == ["freeze_parameters"], f"{nb.name}: expected one freeze_parameters"
+    setup = next(c.source for c in cells if "freeze_parameters(" in c.source)
+    assert f'NB = "notebooks/{notebook_key(nb)}.ipynb"' in setup
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)

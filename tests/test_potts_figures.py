@@ -9,7 +9,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scribbleseg.losses.potts_relaxations import LOG_FORMS, NAMES  # noqa: E402
+from scribbleseg.potts.relaxations import LOG_FORMS, NAMES  # noqa: E402
 from scribbleseg.potts import figures  # noqa: E402
 
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from scribbleseg.losses.potts_losses import entropy_term, potts_term, self_labeling_term
-from scribbleseg.losses.potts_relaxations import LOG_FORMS, NAMES, potts
-from scribbleseg.losses.soft_cross_entropy import soft_cross_entropy
+from scribbleseg.potts.losses import entropy_term, potts_term, self_labeling_term
+from scribbleseg.potts.relaxations import LOG_FORMS, NAMES, potts
+from scribbleseg.potts.soft_cross_entropy import soft_cross_entropy
 
 T = torch.tensor
 

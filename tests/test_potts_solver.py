@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.losses.potts_relaxations import NAMES, potts
+from scribbleseg.potts.relaxations import NAMES, potts
 from scribbleseg.potts.neighbourhood import dense_affinities, dense_pairwise, grid_affinities, grid_pairwise
 from scribbleseg.potts.random_walker import quadratic_optimum, soft_jaccard
 from scribbleseg.potts.solver import SolverConfig, energy, labels_to_grid, seed_onehot, solve
@@ -125,7 +125,7 @@ def test_soft_jaccard_hand_computed():
 
 
 def test_methods_return_finite_named_terms_and_train():
-    from scribbleseg.methods import PottsGD, SelfLabeling
+    from scribbleseg.potts.method import PottsGD, SelfLabeling
     from scribbleseg.models.small import SmallSegNet
 
     torch.manual_seed(0)
@@ -147,7 +147,7 @@ def test_block_labels_keep_whole_tiles():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from scribbleseg.data.blocks import block_labels
+    from scribbleseg.potts.blocks import block_labels
 
     @settings(max_examples=30, deadline=None)
     @given(h=st.integers(1, 40), w=st.integers(1, 40), block=st.integers(1, 16), keep=st.floats(0, 1), seed=st.integers(0, 99))
@@ -166,7 +166,7 @@ def test_block_labels_keep_whole_tiles():
 
 
 def test_boundary_entropy_hand_case():
-    from scribbleseg.potts.analysis import boundary_band, boundary_entropy, entropy_map
+    from scribbleseg.potts.analysis import boundary_band, boundary_entropy, soft_label_entropy
 
     masks = np.zeros((1, 8, 8), np.uint8)
     masks[0, :, 4:] = 1
@@ -177,7 +177,7 @@ def test_boundary_entropy_hand_case():
     y[0, :, :, 3:5] = 0.5  # uncertain exactly at the boundary
     e = boundary_entropy(y, masks, band=0.0)
     assert e["near"] == pytest.approx(math.log(2)) and e["far"] == pytest.approx(0, abs=1e-9)
-    assert entropy_map(y).shape == (1, 8, 8)
+    assert soft_label_entropy(y).shape == (1, 8, 8)
 
 
 def test_verdict_reads_paired_differences():

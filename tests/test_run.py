@@ -1,4 +1,4 @@
-"""End-to-end tests of ``python -m scribbleseg.run`` on tiny notebooks, with real papermill."""
+"""End-to-end tests of ``python -m scribbleseg.lab.run`` on tiny notebooks, with real papermill."""
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 
-from scribbleseg import run
+from scribbleseg.lab import run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,6 +88,14 @@ def test_bad_params_fail_before_execution(repo, capsys):
     assert "nothing was executed" in err and "did you mean steps" in err
     assert "expects int" in err and "04_noyaml.yaml" in err and "01_good" not in err
     assert not (repo / "build").exists()
+
+
+def test_unknown_profile_is_reported_once(repo, capsys):
+    for i in range(3):
+        add_notebook(repo, f"0{i}_nb", "steps = 3\n", "print(steps)", {"cpu": "steps: 4\n"})
+    assert run.main(["--profile", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("unknown profile 'gpu'") == 1 and "nothing was executed" in err
 
 
 def test_failure_reported_and_references_scrubbed(repo, capsys):

@@ -8,7 +8,7 @@ import torch
 from scribbleseg.constants import EMBEDDED_CLASSES, IGNORE_INDEX
 from scribbleseg.data.folder import ScribbleVariant, load_split
 from scribbleseg.experiment import experiment_key, run_experiment
-from scribbleseg.methods import PartialCE
+from scribbleseg.baseline import PartialCE
 from scribbleseg.train import TrainConfig, train
 
 CFG = TrainConfig(width=4, epochs=2, batch_size=8, lr=1e-2)
@@ -143,9 +143,9 @@ def test_released_options_added_later_enter_the_key_only_when_set():
     from scribbleseg.data.embedded import EmbeddedConfig
     from scribbleseg.data.folder import ScribbleVariant
     from scribbleseg.experiment import experiment_key
-    from scribbleseg.methods.blpseg import BLPSeg
-    from scribbleseg.methods.cdsp import CDSP
-    from scribbleseg.methods.urss import URSS
+    from scribbleseg.blpseg.method import BLPSeg
+    from scribbleseg.cdsp.method import CDSP
+    from scribbleseg.urss.method import URSS
     from scribbleseg.train import TrainConfig
 
     def key(m):

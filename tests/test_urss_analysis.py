@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribbleseg.data.folder import ScribbleVariant
-from scribbleseg.methods.urss import URSS
+from scribbleseg.urss.method import URSS
 from scribbleseg.models.base import SegmentationModel
 from scribbleseg.urss import analysis, study
 from scribbleseg.urss.model import URSSNet

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.methods.urss import URSS
+from scribbleseg.urss.method import URSS
 from scribbleseg.models.base import upsample
 from scribbleseg.models.small import SmallSegNet
 from scribbleseg.urss.entropy import soft_entropy
@@ -170,7 +170,7 @@ def test_detached_teacher_changes_only_the_gradient():
 
 
 def test_grid_stride_uses_the_models_output_stride():
-    from scribbleseg.methods.urss import grid_stride
+    from scribbleseg.urss.method import grid_stride
 
     class DeepLabLike:
         output_stride = 8

@@ -5,11 +5,11 @@ import pytest
 import torch
 import yaml
 
-from scribbleseg.config import thaw
+from scribbleseg.lab.config import thaw
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import VOCData, load_data, run_experiment
-from scribbleseg.methods import PartialCE
-from scribbleseg.study import train_config
+from scribbleseg.baseline import PartialCE
+from scribbleseg.lab.study import train_config
 from test_voc import voc  # noqa: F401  (the fixture: a 3-image VOC + ScribbleSup tree)
 
 
@@ -59,7 +59,7 @@ def test_evaluate_voc_dataset_with_crf(voc):  # noqa: F811
 
 def test_potts_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_path, monkeypatch):  # noqa: F811
     """params/paper/potts/04: DeepLabV3+ MobileNetV2, SGD poly, two stages, H_CCE + P_CD self-labeling on NN."""
-    from scribbleseg.methods import SelfLabeling
+    from scribbleseg.potts.method import SelfLabeling
     from scribbleseg.potts.study import TwoStage
 
     paper = yaml.safe_load(open("params/paper/potts/04_table3_relaxations.yaml"))
@@ -82,7 +82,7 @@ def test_potts_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_p
 
 def test_blpseg_paper_configuration_runs_two_iterations_on_voc_fixture(voc, tmp_path):  # noqa: F811
     """params/paper/blpseg/01: UperNet ResNet-101, AdamW poly, LAM + BLP with self-training, on the VOC fixture."""
-    from scribbleseg.methods.blpseg import BLPSeg
+    from scribbleseg.blpseg.method import BLPSeg
 
     paper = yaml.safe_load(open("params/paper/blpseg/01_table1_ablation.yaml"))
     train = dict(paper["train"])

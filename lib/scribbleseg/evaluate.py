@@ -8,13 +8,16 @@ import torch
 
 from scribbleseg.data.folder import SplitData
 from scribbleseg.metrics import ConfusionMeter, border_band_errors
+from scribbleseg.crf import dense_crf
+from scribbleseg.inference import predict
+from scribbleseg.train import to_batch
+from scribbleseg.data.voc import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _labels(probs: torch.Tensor, images_uint8: np.ndarray | None) -> np.ndarray:
     """(N, K, H, W) probabilities -> (N, H, W) uint8 labels; refined by dense CRF when images are given."""
     if images_uint8 is None:
         return probs.argmax(1).to(torch.uint8).cpu().numpy()
-    from scribbleseg.crf import dense_crf
 
     p = probs.float().cpu().numpy()
     return np.stack([dense_crf(img, pi).argmax(0) for img, pi in zip(images_uint8, p)]).astype(np.uint8)
@@ -24,8 +27,6 @@ def _labels(probs: torch.Tensor, images_uint8: np.ndarray | None) -> np.ndarray:
 def predict_split(model: torch.nn.Module, data: SplitData, device=None, batch_size: int = 50,
                   scales=(1.0,), flip: bool = False, crf: bool = False) -> np.ndarray:
     """Argmax predictions (N, H, W) uint8 for every image of ``data`` (after dense CRF if ``crf``)."""
-    from scribbleseg.inference import predict
-    from scribbleseg.train import to_batch
 
     device = torch.device(device or next(model.parameters()).device)
     preds = []
@@ -45,7 +46,6 @@ def evaluate(model: torch.nn.Module, data, device=None, band: int = 8, crf: bool
     IoUs in percent, error rates as fractions. ``crf``: dense-CRF post-processing (pydensecrf2);
     ``predict_kw``: ``scales`` and ``flip`` of :func:`scribbleseg.inference.predict`.
     """
-    from scribbleseg.inference import predict
 
     meter = ConfusionMeter(len(data.class_names))
     extra = {}
@@ -66,7 +66,6 @@ def evaluate(model: torch.nn.Module, data, device=None, band: int = 8, crf: bool
 
 def _denormalise(image: torch.Tensor) -> np.ndarray:
     """ImageNet-normalised (3, H, W) float -> (H, W, 3) uint8, the colours the CRF's bilateral term needs."""
-    from scribbleseg.data.voc import IMAGENET_MEAN, IMAGENET_STD
 
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return ((image.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

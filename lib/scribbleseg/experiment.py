@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
-from scribbleseg.config import stable_hash
+from scribbleseg.files import stable_hash
 from scribbleseg.constants import EMBEDDED_CLASSES
 from scribbleseg.data.embedded import EmbeddedConfig, ensure_embedded
 from scribbleseg.data.folder import ScribbleVariant, SplitData, load_split
 from scribbleseg.evaluate import evaluate
 from scribbleseg.train import TrainConfig, make_model, train
+from scribbleseg.data.voc import Normalize, RandomScaleCropFlip, VOCScribbleDataset
+from scribbleseg.files import repo_root
 
 CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
 # Fields added after runs were cached, {name: default}: they enter the key only when they differ from the
@@ -59,7 +61,6 @@ def load_data(dataset: EmbeddedConfig | VOCData, split: str, variant: ScribbleVa
     """The training ("train") or evaluation ("val") data of an experiment's dataset."""
     if isinstance(dataset, EmbeddedConfig):
         return load_embedded(dataset, split, variant)
-    from scribbleseg.data.voc import Normalize, RandomScaleCropFlip, VOCScribbleDataset
 
     if split == "train":
         augment = RandomScaleCropFlip(dataset.crop, tuple(dataset.scale), rotation=dataset.rotation,
@@ -80,9 +81,11 @@ def variant_spec(variant: ScribbleVariant) -> dict:
 
 
 def _method_spec(method) -> dict:
-    """Class name and fields (those in the method's ``KEY_OPTIONAL`` only when not at their default)."""
-    fields = _key_fields(method, getattr(type(method), "KEY_OPTIONAL", {}))
-    return {"class": f"{type(method).__module__}.{type(method).__qualname__}", **fields}
+    """The method's stable ``NAME`` (its module path when it has none) and fields (those in its ``KEY_OPTIONAL``
+    only when not at their default): see :mod:`scribbleseg.method`."""
+    cls = type(method)
+    fields = _key_fields(method, getattr(cls, "KEY_OPTIONAL", {}))
+    return {"class": getattr(cls, "NAME", f"{cls.__module__}.{cls.__qualname__}"), **fields}
 
 
 def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
@@ -130,7 +133,6 @@ def cache_root() -> Path:
     after changing a loss or the engine, clear the cache (``make clean-cache``) or bump CACHE_VERSION."""
     import os
 
-    from scribbleseg.config import repo_root
 
     return Path(os.environ.get("SCRIBBLESEG_CACHE") or repo_root() / "results" / "cache")
 

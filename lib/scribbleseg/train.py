@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from scribbleseg.data.folder import SplitData
 from scribbleseg.models.build import build_model
+from scribbleseg.data.voc import collate
 
 MEAN, STD = 0.45, 0.25  # input normalisation of the embedded set's [0, 1] pixels
 
@@ -133,13 +134,43 @@ def epoch_batches(data, cfg: TrainConfig, epoch: int, steps: int, order: np.ndar
             idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             yield {**to_batch(data, idx, flips[idx], device), "step": epoch * steps + s}
         return
-    from scribbleseg.data.voc import collate
 
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
                         num_workers=workers,
                         collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
     for s, batch in enumerate(loader):
         yield {**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, "step": epoch * steps + s}
+
+
+def fit_epoch(model: torch.nn.Module, opt, batches, losses, sched=None, scaler=None, device_type: str = "cpu",
+              on_step=None) -> list[dict[str, float]]:
+    """One epoch of the optimisation step every training loop of the library shares (segmentation here,
+    CDSP's stage-1 classifier, the Potts label-noise classifier): per batch, the loss terms
+    ``losses(model, batch) -> dict`` (under autocast when ``scaler`` is enabled), their sum checked finite,
+    back-propagated (through ``scaler``, a ``torch.amp.GradScaler``, if given), an optimiser step and a
+    scheduler step (if ``sched``). Returns the terms of every step as floats; ``on_step(step)`` after each."""
+    history = []
+    amp = scaler is not None and scaler.is_enabled()
+    for s, batch in enumerate(batches):
+        with torch.autocast(device_type, enabled=amp):
+            terms = losses(model, batch)
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {s}: {({k: float(v) for k, v in terms.items()})}; "
+                                     "lower lr or check the method")
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt), scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+        if on_step is not None:
+            on_step(s)
+    return history
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -193,24 +224,20 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
         order = rng.permutation(n)
         flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, dtype=bool)  # (in-memory splits)
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and any sampling inside methods
-        sums, t0 = {}, time.time()
+        t0 = time.time()
         bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
-        for s, batch in enumerate(epoch_batches(train_data, cfg, epoch, steps_per_epoch, order, flips, device, workers)):
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                terms = method.losses(model, batch)
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {s}: "
-                                         f"{ {k: float(v) for k, v in terms.items()} }; lower lr or check the method")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt), scaler.update(), sched.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if bar:
-                bar.update(1)
+        batches = epoch_batches(train_data, cfg, epoch, steps_per_epoch, order, flips, device, workers)
+        try:
+            steps = fit_epoch(model, opt, batches, method.losses, sched, scaler, device.type,
+                              (lambda s: bar.update(1)) if bar else None)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"epoch {epoch + 1}: {e}") from None
         if bar:
             bar.close()
+        sums = {}
+        for terms in steps:
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
         row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
         row.update({k: v / steps_per_epoch for k, v in sums.items()})
         row["loss"] = sum(v / steps_per_epoch for v in sums.values())

@@ -1,2 +1,14 @@
-"""BLPSeg (Wang et al., IEEE TIP 2023): annotation probability map, local aggregation module (LAM),
-BLP loss, self-training and the label-diffusion baseline. Losses are in :mod:`scribbleseg.losses`."""
+"""BLPSeg: Balance the Label Preference in Scribble-Supervised Semantic Segmentation (Wang et al., IEEE TIP 2023).
+One module per concept:
+
+- :mod:`~scribbleseg.blpseg.losses`: the scribble head's WCE (Eq. 1-2), the annotation probability map, the BLP
+  loss (Eq. 9-11) and the focal loss;
+- :mod:`~scribbleseg.blpseg.lam`: the local aggregation module (Eq. 3-8);
+- :mod:`~scribbleseg.blpseg.model`: the two-head network with the LAM;
+- :mod:`~scribbleseg.blpseg.method`: the training method, loss (12), self-training and the released-code options;
+- :mod:`~scribbleseg.blpseg.study`, :mod:`~scribbleseg.blpseg.analysis`, :mod:`~scribbleseg.blpseg.figures`: the
+  notebooks' rows, maps and distributions (Eq. 13), figures.
+
+The superpixel label-diffusion baseline (Table VI) is a scribble variant of the core:
+``ScribbleVariant(superpixels=...)``, :mod:`scribbleseg.data.label_diffusion`.
+"""

@@ -16,10 +16,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scribbleseg.losses.blp import annotation_probability, blp_loss_map, blp_weight
+from scribbleseg.blpseg.losses import annotation_probability, blp_loss_map, blp_weight
 from scribbleseg.metrics import relative_boundary_distance, weighted_distance_histogram
 from scribbleseg.models.base import upsample
-from scribbleseg.modules.lam import dense_lam
+from scribbleseg.blpseg.lam import dense_lam
+from scribbleseg.data.embedded import EmbeddedConfig
+from scribbleseg.data.folder import ScribbleVariant
+from scribbleseg.experiment import load_embedded
+from scribbleseg.train import to_batch
+from scribbleseg.data.voc import RandomScaleCropFlip, VOCScribbleDataset
+
+
+def trained_sample(run, method, dataset, n_images: int, split: str = "train") -> tuple:
+    """(model, :func:`sample` of ``n_images`` of ``split``, :func:`head_maps` on it) for a trained BLPSeg run:
+    what the annotation-map (Fig. 2/5) and loss-map (Fig. 8) notebooks draw from."""
+    model = run.load_model(method)
+    s = sample(dataset, split, n_images)
+    return model, s, head_maps(model, s["x"])
 
 
 @torch.no_grad()
@@ -115,17 +128,12 @@ def sample(dataset, split: str = "train", n: int = 8, crop: int = 384) -> dict:
     """The first ``n`` images of a split for the figures: {"images" (n, H, W, 3) uint8, "scribbles",
     "masks" (n, H, W) with 255, "x" (n, 3, H, W) normalised}. Embedded data as stored; VOC images
     (sizes differ) are cut to ``crop`` x ``crop`` windows (padding = unlabelled) so that they stack."""
-    from scribbleseg.data.embedded import EmbeddedConfig
-    from scribbleseg.data.folder import ScribbleVariant
-    from scribbleseg.experiment import load_embedded
-    from scribbleseg.train import to_batch
 
     if isinstance(dataset, EmbeddedConfig):
         d = load_embedded(dataset, split, ScribbleVariant(3))
         idx = np.arange(min(n, len(d)))
         return {"images": d.images[idx], "scribbles": d.scribbles[idx], "masks": d.masks[idx],
                 "x": to_batch(d, idx, None, torch.device("cpu"))["image"]}
-    from scribbleseg.data.voc import RandomScaleCropFlip, VOCScribbleDataset
 
     split_name = dataset.train_split if split == "train" else dataset.val_split
     cut = RandomScaleCropFlip(crop, (1.0, 1.0), flip=False, generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scribbleseg import plots
+from scribbleseg.lab import plots
 from scribbleseg.blpseg.analysis import difference_map
 
 

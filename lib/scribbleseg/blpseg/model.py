@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribbleseg.models.base import SegmentationModel
-from scribbleseg.modules.lam import LAM, LowLevelFeatures
+from scribbleseg.blpseg.lam import LAM, LowLevelFeatures
 
 
 def _head(in_dim: int, hidden: int, out_dim: int, batchnorm: bool = True) -> nn.Sequential:

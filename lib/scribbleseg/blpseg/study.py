@@ -3,12 +3,12 @@
 Every row is a (method, scribble variant) trained for the same seeds with the same training config,
 so rows that two tables share (the "+ LAM + BLP" model is in Tables I-V) train once through the
 results cache. Rows are compared by paired differences per seed (same seed = same initialisation and
-batches) against a reference row, read with :func:`scribbleseg.study.verdict`.
+batches) against a reference row, read with :func:`scribbleseg.lab.study.verdict`.
 """
 from __future__ import annotations
 
 from scribbleseg.experiment import RunResult
-from scribbleseg.study import compare, run_rows, same_sign, table  # noqa: F401  (the notebooks' study.*)
+from scribbleseg.lab.study import compare, run_rows, same_sign, table  # noqa: F401  (the notebooks' study.*)
 
 
 def learnt_sigma(run: RunResult, method) -> float:

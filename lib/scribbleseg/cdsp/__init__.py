@@ -11,7 +11,7 @@ Class Label" (Zhang, Zhu, He, Jin, Lu; AAAI 2024). One module per concept:
 - :mod:`~scribbleseg.cdsp.distance_maps`: d_c and d_s, Eq. (14), (16);
 - :mod:`~scribbleseg.cdsp.distance_entropy`: the distance entropy loss, Eq. (15), (17), (18);
 - :mod:`~scribbleseg.cdsp.model`: the network with the LoRM on its last backbone features;
-- the training method: :class:`scribbleseg.methods.cdsp.CDSP`, Eq. (5).
+- the training method: :class:`scribbleseg.cdsp.method.CDSP`, Eq. (5).
 """
 from scribbleseg.cdsp.classifier import CAMClassifier, ClassifierConfig, image_labels, train_classifier
 from scribbleseg.cdsp.distance_entropy import distance_entropy, distance_entropy_loss

@@ -26,6 +26,9 @@ from torch import nn
 
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.folder import SplitData
+from scribbleseg.train import fit_epoch, to_batch
+from scribbleseg.models.small import SmallSegNet
+from scribbleseg.models.backbones import build_backbone
 
 
 def image_labels(scribble: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -62,7 +65,6 @@ class CAMClassifier(nn.Module):
 class _SmallFeatures(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        from scribbleseg.models.small import SmallSegNet
 
         self.net = SmallSegNet(1, width)
         self.net.classifier = nn.Identity()                                    # only its features are used
@@ -75,7 +77,6 @@ class _SmallFeatures(nn.Module):
 class _BackboneFeatures(nn.Module):
     def __init__(self, name: str, weights: str | None):
         super().__init__()
-        from scribbleseg.models.backbones import build_backbone
 
         self.net = build_backbone(name, 16, weights)
         self.dim = self.net.out_channels
@@ -119,8 +120,6 @@ def train_classifier(data: SplitData, cfg: ClassifierConfig = ClassifierConfig()
     Returns:
         (classifier in eval mode, one row per epoch: {"epoch", "bce", "seconds"}).
     """
-    from scribbleseg.train import to_batch
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = build_classifier(cfg, data.num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -131,17 +130,13 @@ def train_classifier(data: SplitData, cfg: ClassifierConfig = ClassifierConfig()
         rng = np.random.default_rng([cfg.seed, epoch, 1])
         order = rng.permutation(n)
         flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, dtype=bool)
-        total, t0 = 0.0, time.time()
-        for s in range(steps):
-            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            batch = to_batch(data, idx, flips[idx], device)
-            target = image_labels(batch["scribble"], data.num_classes)         # (N, K - 1), Eq. (4)
-            loss = F.binary_cross_entropy_with_logits(model(batch["image"])["logits"], target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        rows.append({"epoch": epoch + 1, "bce": total / steps, "seconds": round(time.time() - t0, 2)})
+        t0 = time.time()
+        batches = (to_batch(data, idx, flips[idx], device)
+                   for idx in (order[s * cfg.batch_size:(s + 1) * cfg.batch_size] for s in range(steps)))
+        history = fit_epoch(model, opt, batches, lambda m, batch: {"bce": F.binary_cross_entropy_with_logits(
+            m(batch["image"])["logits"], image_labels(batch["scribble"], data.num_classes))})  # Eq. (4) targets
+        rows.append({"epoch": epoch + 1, "bce": sum(h["bce"] for h in history) / steps,
+                     "seconds": round(time.time() - t0, 2)})
         if log:
             log(f"classifier epoch {epoch + 1}/{cfg.epochs} bce={rows[-1]['bce']:.4f}")
     return model.eval(), rows

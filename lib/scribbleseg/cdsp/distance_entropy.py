@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import torch
 
-
-def entropy_map(logits: torch.Tensor) -> torch.Tensor:
-    """H(p) per pixel, (N, H, W), from logits (stable: -sum softmax * log_softmax), in float32 or float64."""
-    logp = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), 1)
-    return -(logp.exp() * logp).sum(1)
+from scribbleseg.losses import entropy_map  # noqa: F401  (H(p_i) of Eq. 15, 17; re-exported for the method)
 
 
 def distance_entropy(logits: torch.Tensor, d: torch.Tensor, count: str = "weights",

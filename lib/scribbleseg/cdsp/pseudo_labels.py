@@ -25,6 +25,8 @@ from scribbleseg.cdsp.classifier import CAMClassifier, image_labels
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.folder import SplitData
 from scribbleseg.metrics import confusion_matrix, miou
+from scribbleseg.train import to_batch
+from scribbleseg.crf import dense_crf
 
 
 def cam_scores(cams: torch.Tensor, present: torch.Tensor, threshold: float, size) -> torch.Tensor:
@@ -49,7 +51,6 @@ def scores_to_labels(scores: torch.Tensor) -> torch.Tensor:
 def pseudo_labels(model: CAMClassifier, data: SplitData, threshold: float = 0.3, crf: bool = False,
                   batch_size: int = 32, device=None, crf_kw: dict | None = None) -> np.ndarray:
     """Pseudo-labels (N, H, W) uint8 of every image of ``data`` (unflipped, index = dataset index)."""
-    from scribbleseg.train import to_batch
 
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -62,8 +63,6 @@ def pseudo_labels(model: CAMClassifier, data: SplitData, threshold: float = 0.3,
         present = image_labels(batch["scribble"], data.num_classes)                    # (N, K - 1)
         scores = cam_scores(model.cams(batch["image"]), present, threshold, batch["scribble"].shape[-2:])
         if crf:
-            from scribbleseg.crf import dense_crf
-
             probs = (scores / scores.sum(1, keepdim=True)).float().cpu().numpy()       # (N, K, H, W), sums to 1
             labels = np.stack([dense_crf(img, p, **(crf_kw or {})).argmax(0) for img, p in zip(data.images[idx], probs)])
         else:

@@ -23,9 +23,10 @@ import torch
 from scribbleseg.cdsp.classifier import ClassifierConfig, build_classifier, train_classifier
 from scribbleseg.cdsp.pseudo_labels import pseudo_label_miou, pseudo_labels
 from scribbleseg.cdsp.store import PseudoLabels
-from scribbleseg.config import stable_hash
+from scribbleseg.files import stable_hash
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import cache_root, load_data, variant_spec
+from scribbleseg.experiment import VOCData
 
 STAGE1_VERSION = 1  # bump when a change to the classifier or the CAM thresholding invalidates stored labels
 
@@ -70,7 +71,6 @@ def pseudo_label_set(dataset, recipe: PseudoLabelRecipe = PseudoLabelRecipe(),
     VOC (:class:`~scribbleseg.experiment.VOCData`): stage 1 trains on in-memory splits only, so a VOC dataset
     must bring its pseudo-labels (``pseudo_dir``, read with each training item and cropped with it); the
     result is a PseudoLabels keyed by that folder and NaN for the mIoU (not computed over VOC here)."""
-    from scribbleseg.experiment import VOCData
 
     if isinstance(dataset, VOCData):
         if not dataset.pseudo_dir:

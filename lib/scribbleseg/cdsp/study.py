@@ -10,8 +10,8 @@ from scribbleseg.cdsp.classifier import ClassifierConfig
 from scribbleseg.cdsp.paper_numbers import TABLE2, TABLE2_SWITCHES
 from scribbleseg.cdsp.stage1 import PseudoLabelRecipe, oracle_pseudo_labels, pseudo_label_set
 from scribbleseg.data.folder import ScribbleVariant
-from scribbleseg.methods.cdsp import CDSP
-from scribbleseg.study import run_seeds
+from scribbleseg.cdsp.method import CDSP
+from scribbleseg.lab.study import run_seeds
 
 
 def row_name(segs: bool, segc: bool, ds: bool, dc: bool, lorm: bool) -> str:

@@ -14,19 +14,14 @@ Both losses are scalars, mean over labelled pixels; no labelled pixel gives 0, n
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.losses import partial_cross_entropy
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
     """Eq. (9): mean over labelled pixels of (1 - eps) c(y, p) + eps c(1/K, p)."""
-    valid = target != IGNORE_INDEX                                             # (N, H, W)
     logits = logits if logits.dtype == torch.float64 else logits.float()      # float32 under AMP
-    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, label_smoothing=epsilon,
-                            reduction="sum")                                   # sum of (9) over Omega~
-    return total / valid.sum().clamp(min=1)
+    return partial_cross_entropy(logits, target, label_smoothing=epsilon)     # (9): sum over Omega~ / |Omega~|
 
 
 def basic_supervision(logits: torch.Tensor, scribble: torch.Tensor, pseudo: torch.Tensor,

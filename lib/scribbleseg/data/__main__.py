@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from scribbleseg.config import load_params, notebook_parameters, repo_root
+from scribbleseg.lab.config import load_params, notebook_parameters, repo_root
 from scribbleseg.data.embedded import embedded_config, ensure_embedded
 
 

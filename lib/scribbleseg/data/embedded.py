@@ -23,6 +23,7 @@ from scribbleseg.data.io import write_label
 from scribbleseg.data.scenes import SceneConfig, compose_scene
 from scribbleseg.data.scribblegen import ScribbleConfig, generate_strokes
 from scribbleseg.data.strokes import write_xml
+from scribbleseg.files import repo_root, stable_hash
 
 SCRIBBLE_DIR = "scribble_annotation"
 _SPLITS = {"train": ("train", 0), "val": ("test", 1)}  # split -> (Fashion-MNIST split, rng stream)
@@ -40,7 +41,6 @@ class EmbeddedConfig:
 
     def key(self) -> str:
         """Short stable hash of the configuration (names the dataset folder)."""
-        from scribbleseg.config import stable_hash
 
         return stable_hash(dataclasses.asdict(self))
 
@@ -111,7 +111,6 @@ def build_embedded(root: Path, cfg: EmbeddedConfig, workers: int | None = None) 
 def ensure_embedded(cfg: EmbeddedConfig, data_root: Path | None = None) -> Path:
     """Return ``<data_root>/embedded-<key>``, building it first if it is missing or half-built."""
     if data_root is None:  # $SCRIBBLESEG_DATA (make test: a fresh folder) or <repo>/data
-        from scribbleseg.config import repo_root
 
         data_root = os.environ.get("SCRIBBLESEG_DATA") or repo_root() / "data"
     final = Path(data_root) / f"embedded-{cfg.key()}"

@@ -15,6 +15,7 @@ import numpy as np
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.io import check_same_size, read_ids, read_image, read_label
 from scribbleseg.data.strokes import Stroke, drop_strokes, rasterize, read_xml, shrink_strokes
+from scribbleseg.data.label_diffusion import expand_scribble
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ScribbleVariant:
         clip: clip stroke pixels to their class in the mask (the embedded set's strokes are drawn
             inside their region, clipping only trims the brush at thin parts; off for real data).
         superpixels: label diffusion (BLPSeg Table VI): if > 0, the rasterised scribbles are expanded
-            over about this many SLIC superpixels per image (:mod:`scribbleseg.blpseg.label_diffusion`);
+            over about this many SLIC superpixels per image (:mod:`scribbleseg.data.label_diffusion`);
             0 (default) keeps the scribbles. Enters the cache key only when set.
     """
 
@@ -77,7 +78,6 @@ def diffuse_labels(image: np.ndarray, scribble: np.ndarray, variant: ScribbleVar
     """``scribble`` expanded over superpixels if ``variant.superpixels`` > 0 (label diffusion), else itself."""
     if variant.superpixels <= 0:
         return scribble
-    from scribbleseg.blpseg.label_diffusion import expand_scribble
 
     return expand_scribble(image, scribble, n_segments=variant.superpixels)
 

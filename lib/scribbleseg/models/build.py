@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 from scribbleseg.models.base import SegmentationModel
+from scribbleseg.models.deeplab import DeepLabV2, DeepLabV3Plus
+from scribbleseg.models.small import SmallSegNet
+from scribbleseg.models.upernet import UperNet
 
 MODEL_NAMES = ("deeplabv2", "deeplabv3plus", "upernet", "small")
 
@@ -40,20 +43,12 @@ def build_model(
     """
     match name:
         case "deeplabv2":
-            from scribbleseg.models.deeplab import DeepLabV2
-
             return DeepLabV2(num_classes, backbone, output_stride, weights)
         case "deeplabv3plus":
-            from scribbleseg.models.deeplab import DeepLabV3Plus
-
             return DeepLabV3Plus(num_classes, backbone, output_stride, weights)
         case "upernet":
-            from scribbleseg.models.upernet import UperNet
-
             return UperNet(num_classes, backbone, output_stride, weights)
         case "small":
-            from scribbleseg.models.small import SmallSegNet
-
             return SmallSegNet(num_classes, width)
         case _:
             raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")

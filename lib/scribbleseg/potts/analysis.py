@@ -13,11 +13,14 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.losses import entropy_map
+from scribbleseg.metrics import confusion_matrix, miou
 
 
-def entropy_map(y: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy -sum_k y^k ln y^k per position, (N, h, w)."""
-    return -(y * torch.log(y.clamp_min(1e-12))).sum(1)
+def soft_label_entropy(y: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy -sum_k y^k ln y^k per position of soft labels y (N, K, h, w), (N, h, w): the core
+    :func:`~scribbleseg.losses.entropy_map` of log y (y sums to 1, so its log-softmax is log y)."""
+    return entropy_map(y.clamp_min(1e-12).log())
 
 
 def boundary_band(masks: np.ndarray, size: tuple[int, int], band: float) -> np.ndarray:
@@ -43,7 +46,7 @@ def boundary_entropy(y: torch.Tensor, masks: np.ndarray, band: float = 1.0) -> d
     Returns:
         {"near": mean entropy in the band, "far": outside it, "ratio": near / far}.
     """
-    ent = entropy_map(y).cpu().numpy()
+    ent = soft_label_entropy(y).cpu().numpy()
     near = boundary_band(masks, tuple(y.shape[-2:]), band)
     a, b = float(ent[near].mean()) if near.any() else 0.0, float(ent[~near].mean()) if (~near).any() else 0.0
     return {"near": a, "far": b, "ratio": a / b if b > 0 else float("inf")}
@@ -51,7 +54,6 @@ def boundary_entropy(y: torch.Tensor, masks: np.ndarray, band: float = 1.0) -> d
 
 def pseudo_label_miou(y: torch.Tensor, masks: np.ndarray, num_classes: int) -> float:
     """mIoU (%) of argmax y, upsampled (nearest) to the masks' size, against the masks."""
-    from scribbleseg.metrics import confusion_matrix, miou
 
     pred = F.interpolate(y.float(), size=masks.shape[-2:], mode="nearest").argmax(1).numpy()
     return float(miou(confusion_matrix(pred, masks, num_classes)))

@@ -6,7 +6,7 @@ and surfaces over logit pairs (l_i, l_j) with x = 1 / (1 + e^{-2l}) (:func:`pote
 Fig. 2 shows two "moves" of a pair of neighbours on the K = 3 simplex (:func:`simplex_moves`); Sec. 2.1
 reads the potential at three states of each move. :func:`move_profiles` gives it along the whole move.
 
-The potentials come from :mod:`scribbleseg.losses.potts_relaxations`, evaluated in float64 here.
+The potentials come from :mod:`scribbleseg.potts.relaxations`, evaluated in float64 here.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from scribbleseg.losses.potts_relaxations import LOG_FORMS, NAMES, potts
+from scribbleseg.potts.relaxations import LOG_FORMS, NAMES, potts
 
 TITLES = {"BL": "bi-linear", "Q": "quadratic", "NQ": "normalised quadratic",
           "CCE": "collision cross-entropy", "CD": "collision divergence", "LQ": "log-quadratic"}

@@ -15,14 +15,14 @@ M = 32 * 32 = 1024 cells and the dense M x M kernel is exact (4 MB per image). F
 approximation) there, which we do not implement: DN raises for M > ``MAX_DENSE``.
 
 Written by hand (not with a library) because the pairwise sums must stay differentiable in y for
-every relaxation of :mod:`scribbleseg.losses.potts_relaxations`.
+every relaxation of :mod:`scribbleseg.potts.relaxations`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from scribbleseg.losses.potts_relaxations import check_name, from_gram
+from scribbleseg.potts.relaxations import check_name, from_gram
 
 MAX_DENSE = 4096
 
@@ -59,7 +59,7 @@ def grid_pairwise(y: torch.Tensor, w: torch.Tensor, name: str) -> torch.Tensor:
 
     Args:
         y: (N, K, H, W) distributions. w: (N, 2, H, W) from :func:`grid_affinities`.
-        name: relaxation (see :mod:`scribbleseg.losses.potts_relaxations`).
+        name: relaxation (see :mod:`scribbleseg.potts.relaxations`).
 
     Returns:
         (N,) sums over the 2HW - H - W edges of each image.

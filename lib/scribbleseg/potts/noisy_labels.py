@@ -12,7 +12,7 @@ label, with the soft targets
     reverse   H_RCE(yhat, sigma) = -sum_k sigma^k ln yhat^k     (8)
     collision H_CCE(yhat, sigma) = -ln sum_k sigma^k yhat^k     (9)
 
-(:func:`scribbleseg.losses.soft_cross_entropy.soft_cross_entropy`); the plot is the clean test accuracy
+(:func:`scribbleseg.potts.soft_cross_entropy.soft_cross_entropy`); the plot is the clean test accuracy
 against eta. The paper uses ResNet-18 on the Natural Scenes dataset; here a small hand-written CNN on
 Fashion-MNIST (the dataset we have offline), see :class:`SmallCNN`.
 
@@ -32,8 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scribbleseg.config import stable_hash
-from scribbleseg.losses.soft_cross_entropy import soft_cross_entropy
+from scribbleseg.files import stable_hash
+from scribbleseg.potts.soft_cross_entropy import soft_cross_entropy
+from scribbleseg.train import fit_epoch
+from scribbleseg.data.fashion import load_fashion_mnist
+from scribbleseg.experiment import cache_root
 
 LOSSES = ("CE", "RCE", "CCE")  # paper Eq. (7), (8), (9)
 NUM_CLASSES = 10
@@ -129,7 +132,6 @@ class NoisyLabelConfig:
 @lru_cache(maxsize=2)
 def _split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST ``split`` as normalised (N, 1, 28, 28) float32 images and (N,) int64 labels."""
-    from scribbleseg.data.fashion import load_fashion_mnist
 
     images, labels = load_fashion_mnist(split)
     x = (torch.from_numpy(images.astype(np.float32) / 255.0) - _MEAN) / _STD
@@ -165,19 +167,19 @@ def train_classifier(cfg: NoisyLabelConfig, images: torch.Tensor, observed: torc
     yhat = soft_targets(observed, cfg.eta, NUM_CLASSES)  # (n, K)
     history = []
     for epoch in range(cfg.epochs):
-        start, total = time.perf_counter(), 0.0
+        start = time.perf_counter()
         model.train()
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        for b in order.split(cfg.batch_size):
-            logits = model(images[b])  # (B, K)
+        parts = order.split(cfg.batch_size)
+
+        def loss(m, b):
+            logits = m(images[b])  # (B, K)
             sigma, log_sigma = logits.softmax(1), logits.log_softmax(1)
             # mean over the batch of H(yhat, sigma): Eq. (7) CE, (8) RCE or (9) CCE
-            loss = soft_cross_entropy(sigma, yhat[b], cfg.loss, dim=1, log_sigma=log_sigma).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(b)
+            return {"loss": soft_cross_entropy(sigma, yhat[b], cfg.loss, dim=1, log_sigma=log_sigma).mean()}
+
+        steps = fit_epoch(model, opt, parts, loss, sched)
+        total = sum(h["loss"] * len(b) for h, b in zip(steps, parts))
         history.append({"epoch": epoch, "loss": total / len(images), "seconds": time.perf_counter() - start})
         if log is not None:
             log(f"  {cfg.loss} eta={cfg.eta} seed={cfg.seed} epoch {epoch + 1}/{cfg.epochs}: "
@@ -196,7 +198,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 def cache_path(cfg: NoisyLabelConfig, root: Path | None = None) -> Path:
     """``<cache_root>/noisy_labels/<stable_hash({version, config})>.json``."""
-    from scribbleseg.experiment import cache_root
 
     key = stable_hash({"version": CACHE_VERSION, **dataclasses.asdict(cfg)}, 16)
     return Path(root or cache_root()) / "noisy_labels" / f"{key}.json"

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.grid import labels_to_grid  # noqa: F401  (re-exported: notebooks import it from here)
-from scribbleseg.losses.potts_relaxations import check_name
-from scribbleseg.losses.soft_cross_entropy import check_name as check_ce
-from scribbleseg.losses.soft_cross_entropy import soft_cross_entropy
+from scribbleseg.potts.relaxations import check_name
+from scribbleseg.potts.soft_cross_entropy import check_name as check_ce
+from scribbleseg.potts.soft_cross_entropy import soft_cross_entropy
 from scribbleseg.potts.neighbourhood import dense_pairwise, grid_pairwise
 
 

@@ -17,9 +17,10 @@ import numpy as np
 
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
-from scribbleseg.methods import PartialCE
-from scribbleseg.results import Table
-from scribbleseg.study import train_config, values, verdict  # noqa: F401  (verdict: re-exported for the notebooks)
+from scribbleseg.baseline import PartialCE
+from scribbleseg.lab.results import Table
+from scribbleseg.lab import study
+from scribbleseg.lab.study import run_stage_two, train_config, values, verdict  # noqa: F401  (verdict: for the notebooks)
 
 
 def length_variant(length: float, width: int = 3) -> ScribbleVariant:
@@ -52,9 +53,8 @@ class TwoStage:
 
     def second(self, method, length: float, seed: int) -> RunResult:
         """Stage 2 of ``method`` from the stage-1 run of the same length and seed."""
-        init = self.first(length, seed)
-        return run_experiment(self.dataset, length_variant(length, self.width), train_config(seed, **self.stage2),
-                              method, progress=self.progress, log=self.log, init=init)
+        return run_stage_two(self.dataset, length_variant(length, self.width), [self.first(length, seed)],
+                             {"stage 2": method}, [seed], self.stage2, self.progress, self.log)["stage 2"][0]
 
     def grid(self, methods: dict, lengths, seeds) -> dict:
         """{(name, length): [RunResult per seed]} for every method, length and seed; "pCE, stage 1"
@@ -78,7 +78,7 @@ def run_lengths(two: TwoStage, methods: dict, lengths, seeds, sweep_seeds) -> di
 
 
 def length_tables(runs: dict, title: str, paper=lambda name, length: None) -> list:
-    """One :class:`~scribbleseg.results.Table` per scribble length (longest first), a row per method;
+    """One :class:`~scribbleseg.lab.results.Table` per scribble length (longest first), a row per method;
     ``paper(name, length)`` gives the paper's number for the row or None."""
     tables = []
     for length in sorted({ln for _, ln in runs}, reverse=True):
@@ -98,15 +98,12 @@ def paired(runs: dict, a: str, b: str, length: float):
 
 def anchor_lines(runs: dict) -> list[str]:
     """Regression anchors for nbval: final training loss and pixel accuracy of every run."""
-    out = []
-    for (name, length), rs in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
-        out.append(f"{name:20s} length {length}: final loss " + ", ".join(f"{r.history[-1]['loss']:.4f}" for r in rs)
-                   + " | pixel acc " + ", ".join(f"{r.metrics['pixel_accuracy']:.3f}" for r in rs))
-    return out
+    ordered = sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0]))
+    return study.anchor_lines({f"{name:20s} length {length}:": rs for (name, length), rs in ordered}, width=0)
 
 
 def by_length(runs: dict, names) -> tuple[list[float], dict]:
-    """(lengths, {name: (mean mIoU per length, zeros)}) for :func:`scribbleseg.plots.lines_with_std`."""
+    """(lengths, {name: (mean mIoU per length, zeros)}) for :func:`scribbleseg.lab.plots.lines_with_std`."""
     xs = sorted({ln for _, ln in runs})
     return xs, {n: ([float(np.mean(values(runs[(n, x)]))) for x in xs], [0.0] * len(xs)) for n in names}
 

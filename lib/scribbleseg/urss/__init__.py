@@ -8,7 +8,7 @@ Representation and Self-Supervision on Neural Eigenspace", ICCV 2021).
 - :mod:`~scribbleseg.urss.transforms`: flip / translation pairs (t_phi, T_phi), Eq. (10), Fig. 5;
 - :mod:`~scribbleseg.urss.self_supervision`: Eq. (7), explicit eigenspace Eq. (8), soft eigenspace Eq. (9);
 - :mod:`~scribbleseg.urss.model`: the wrapped network. The training method is
-  :class:`scribbleseg.methods.urss.URSS`.
+  :class:`scribbleseg.urss.method.URSS`.
 
 Cost measured on the embedded set (2-core CPU, batch 16, 128 x 128, SmallSegNet width 16, 32 x 32 grid,
 forward + backward): pCE 0.25 s; stage 1 (random walk + soft entropy) 0.70 s with SLIC per batch

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from scribbleseg.methods.urss import grid_stride
+from scribbleseg.urss.method import grid_stride
 from scribbleseg.models.base import upsample
 from scribbleseg.urss.self_supervision import eigenspace, paired
 from scribbleseg.urss.transforms import Transform

@@ -23,16 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
-
-
-def entropy_map(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy -sum_c s_c log s_c of softmax(logits), (N, H, W) (Fig. 3)."""
-    logs = torch.log_softmax(logits, 1)                                       # log s, stable as s -> 0
-    return -(logs.exp() * logs).sum(1)
-
-
-def _masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return (values * keep).sum() / keep.sum().clamp(min=1)
+from scribbleseg.losses import entropy_map, masked_mean  # noqa: F401  (entropy_map: Fig. 3's per-position entropy)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -50,7 +41,7 @@ def soft_entropy(logits: torch.Tensor, boundary: torch.Tensor, scribble: torch.T
     keep = ~boundary                                                          # Omega - B
     if scribble is not None:
         keep = keep | (scribble != IGNORE_INDEX)
-    return _masked_mean(entropy_map(logits), keep)                            # (3)
+    return masked_mean(entropy_map(logits), keep)                             # (3)
 
 
 def boundary_to_grid(boundary: torch.Tensor, size: tuple[int, int], threshold: float = 0.5) -> torch.Tensor:

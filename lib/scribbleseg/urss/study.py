@@ -1,18 +1,17 @@
 """The rows of URSS's tables (Pan et al., ICCV 2021, Tables 1-2, Fig. 6) and its two-stage training.
 
 Stage 1 (Sec. 4) trains pCE + uncertainty reduction from scratch; stage 2 starts from the stage-1 run
-of the same seed (:func:`run_stage_two`, ``init=``) and adds the self-supervision. Every notebook builds
+of the same seed (:func:`scribbleseg.lab.study.run_stage_two`, ``init=``) and adds the self-supervision. Every notebook builds
 its rows here, so a row two notebooks share trains once through the results cache.
 
 Args shared by the row builders (``common``): URSS keyword arguments every row carries (e.g.
-``entropy_weight``, ``n_segments``, ``gamma``, ``ss_weight``; see :class:`scribbleseg.methods.urss.URSS`).
+``entropy_weight``, ``n_segments``, ``gamma``, ``ss_weight``; see :class:`scribbleseg.urss.method.URSS`).
 """
 from __future__ import annotations
 
 from scribbleseg.data.folder import ScribbleVariant
-from scribbleseg.experiment import RunResult, run_experiment
-from scribbleseg.methods.urss import URSS
-from scribbleseg.study import train_config
+from scribbleseg.urss.method import URSS
+from scribbleseg.lab.study import run_stage_two  # noqa: F401  (the notebooks' study.run_stage_two)
 
 LOCATIONS = {"f^(L-1)": "features_in", "f^L": "features_out", "eigenspace": "eigenspace"}
 TRANSFORMS = {"flip": "flip", "translation": "translate", "random": "random"}
@@ -46,18 +45,6 @@ def table2_rows(transforms=tuple(TRANSFORMS), locations=tuple(LOCATIONS), contro
 def urss(**common) -> URSS:
     """Stage 2 of full URSS: UR + self-supervision on the eigenspace with a random transform (Table 2's best)."""
     return ur(self_supervision="eigenspace", transform="random", **common)
-
-
-def run_stage_two(dataset, variant: ScribbleVariant, stage1: list[RunResult], rows: dict[str, URSS], seeds,
-                  train: dict, progress=None, log=print) -> dict[str, list[RunResult]]:
-    """{name: [stage-2 run per seed]}, each starting from the stage-1 run of its seed (``stage1``, one run per
-    seed, all of the same random walk as the rows, so the weights fit)."""
-    init = {r.spec["train"]["seed"]: r for r in stage1}
-    missing = [s for s in seeds if s not in init]
-    if missing:
-        raise ValueError(f"no stage-1 run for seed(s) {missing}: train stage 1 for them first")
-    return {name: [run_experiment(dataset, variant, train_config(s, **train), m, progress, log, init=init[s])
-                   for s in seeds] for name, m in rows.items()}
 
 
 def drop_shrink_variants(drop_rates, shrink_rates, width: int = 3) -> dict[str, ScribbleVariant]:

@@ -6,7 +6,7 @@
 
 The paper writes sums; for network training we use means so that the weights do not depend on the
 image size: the seed term is partial cross-entropy (mean over labelled pixels,
-:func:`scribbleseg.losses.pce.partial_cross_entropy`), the unary terms below are means over the
+:func:`scribbleseg.losses.partial_cross_entropy`), the unary terms below are means over the
 unlabelled cells of the logits grid, and the Potts term is the per-image pairwise sum divided by the
 number of grid cells, averaged over the batch. (The pseudo-label solver keeps the sums of (6).)
 
@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import torch
 
-from scribbleseg.losses.soft_cross_entropy import EPS, soft_cross_entropy
+from scribbleseg.losses import masked_mean
+from scribbleseg.potts.soft_cross_entropy import soft_cross_entropy
 from scribbleseg.potts.solver import pairwise
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def entropy_term(sigma: torch.Tensor, unlabelled: torch.Tensor) -> torch.Tensor:
     """Mean Shannon entropy H(sigma_i) = -sum_k sigma_i^k ln sigma_i^k over unlabelled cells (4)."""
-    return _masked_mean(-(sigma * torch.log(sigma + EPS)).sum(1), unlabelled)
+    return masked_mean(soft_cross_entropy(sigma, sigma, "CE"), unlabelled)  # H(sigma) = H_CE(sigma, sigma), with EPS
 
 
 def self_labeling_term(sigma: torch.Tensor, y: torch.Tensor, unlabelled: torch.Tensor, cross_entropy: str,
                        log_sigma: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of H(sigma_i, y_i) over unlabelled cells, the unary term of (6) for the network (y fixed)."""
-    return _masked_mean(soft_cross_entropy(sigma, y.detach(), cross_entropy, log_sigma=log_sigma), unlabelled)
+    return masked_mean(soft_cross_entropy(sigma, y.detach(), cross_entropy, log_sigma=log_sigma), unlabelled)
 
 
 def potts_term(sigma: torch.Tensor, affinity: torch.Tensor, relaxation: str) -> torch.Tensor:

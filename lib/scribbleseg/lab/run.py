@@ -1,4 +1,4 @@
-"""Execute notebooks with a parameter profile: ``python -m scribbleseg.run --profile cpu``.
+"""Execute notebooks with a parameter profile: ``python -m scribbleseg.lab.run --profile cpu``.
 
 For each notebook (default: every ``notebooks/**/*.ipynb``, sorted) the overrides
 of ``params/<profile>/<key>.yaml`` are validated first (all errors are listed and
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 
-from scribbleseg.config import ParamsError, load_params, notebook_key, notebook_parameters, \
+from scribbleseg.lab.config import ParamsError, check_profile, load_params, notebook_key, notebook_parameters, \
     repo_root
 
 VOLATILE_NB = ("start_time", "end_time", "duration", "input_path", "output_path")
@@ -109,7 +109,7 @@ def _stream_cell_output():
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m scribbleseg.run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m scribbleseg.lab.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", required=True, help="params/<profile>/: smoke, cpu, paper...")
     p.add_argument("notebooks", nargs="*", type=Path, help="default: all under notebooks/")
@@ -133,6 +133,11 @@ def main(argv=None) -> int:
         print(f"no notebooks under {root / 'notebooks'}: nothing to run")
         return 0
 
+    try:
+        check_profile(profile)                 # once, not once per notebook
+    except ParamsError as e:
+        print(f"{e}; nothing was executed", file=sys.stderr)
+        return 2
     jobs, errors = [], []
     for nb in notebooks:
         try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from scribbleseg.config import notebook_key, repo_root, thaw
+from scribbleseg.lab.config import notebook_key, repo_root, thaw
 
 __all__ = ["Table", "write_results", "results_path", "figures_dir", "format_table"]
 
@@ -98,7 +98,7 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
                   ) -> dict[str, Any]:
     """Write the results JSON to ``path`` (folders created) and return it as a dict.
 
-    ``params`` may be a dict or a :func:`~scribbleseg.config.freeze` dataclass;
+    ``params`` may be a dict or a :func:`~scribbleseg.lab.config.freeze` dataclass;
     ``extra`` adds top-level keys but may not replace a schema key.
     """
     root = repo_root()

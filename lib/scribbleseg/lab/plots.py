@@ -120,7 +120,7 @@ def interactive(draw, **sliders):
     """A widget cell that still draws a plain figure headless.
 
     Calls ``draw()`` with its defaults and returns that Figure (it is what papermill / nbval store).
-    In an interactive Jupyter session (ipywidgets importable; not under ``scribbleseg.run`` or ``make test``,
+    In an interactive Jupyter session (ipywidgets importable; not under ``scribbleseg.lab.run`` or ``make test``,
     which set SCRIBBLESEG_BATCH=1 so that stored outputs hold no widget state) it also shows ``ipywidgets.interact(draw, **sliders)`` below it, e.g. ``gamma=(0.0, 5.0, 0.5)``.
     """
     import os

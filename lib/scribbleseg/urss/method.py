@@ -52,7 +52,8 @@ from typing import ClassVar
 import torch
 
 from scribbleseg.data.grid import labels_to_grid
-from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.losses import partial_cross_entropy
+from scribbleseg.method import check_choices
 from scribbleseg.models.base import upsample
 from scribbleseg.urss.boundaries import batch_boundaries, batch_boundaries_cached
 from scribbleseg.urss.entropy import boundary_to_grid, entropy, soft_entropy
@@ -98,16 +99,17 @@ class URSS:
     translation: str = "shift"
     align_corners: bool = False
 
+    NAME: ClassVar[str] = "scribbleseg.methods.urss.URSS"  # the cache key's name (stable across moves)
     KEY_OPTIONAL: ClassVar[dict] = {"translation": "shift", "align_corners": False}  # added later: keys only when set
 
+    CHOICES: ClassVar[dict] = {
+        "random_walk": ("paper", "attention", "none"), "entropy": ("soft", "plain", "none"),
+        "entropy_resolution": ("grid", "full"), "transform": ("flip", "translate", "random"),
+        "self_supervision": (None, "eigenspace", "features_in", "features_out"), "ss_loss": ("paper", "released"),
+        "boundaries": ("cached", "batch"), "translation": TRANSLATIONS}
+
     def __post_init__(self):
-        for name, ok in [("random_walk", ("paper", "attention", "none")), ("entropy", ("soft", "plain", "none")),
-                         ("entropy_resolution", ("grid", "full")), ("transform", ("flip", "translate", "random")),
-                         ("self_supervision", (None, "eigenspace", "features_in", "features_out")),
-                         ("ss_loss", ("paper", "released")), ("boundaries", ("cached", "batch")),
-                         ("translation", TRANSLATIONS)]:
-            if getattr(self, name) not in ok:
-                raise ValueError(f"URSS.{name} must be one of {ok}, got {getattr(self, name)!r}")
+        check_choices(self, self.CHOICES)
 
     @classmethod
     def released(cls, **overrides) -> URSS:
@@ -174,4 +176,4 @@ class URSS:
             terms["entropy"] = self.entropy_weight * self._entropy(out["logits"], batch)
         if self.self_supervision is not None:
             terms["ss"] = self.ss_weight * self._self_supervision(model, batch, out)
-        return terms
+        return terms                                # (11) L = pCE + omega_1 E_{Omega-B} + omega_2 ss_P, summed by the loop

@@ -11,9 +11,11 @@ Both heads are upsampled to the label size before their losses. Self-training: f
 classes, unlabelled where the max probability < ``self_train_threshold``, scribble pixels override. The
 released data pipeline builds the class vector after mapping unlabelled pixels to class 0, so background
 (class 0) is always among the image's classes: an image without scribbles keeps its confident background
-pseudo-labels, and one without a background stroke still allows background.
+pseudo-labels, and one without a background stroke still allows background. (The released rule also unlabels
+padded crop pixels, which its pipeline marks 255 apart from unscribbled ones, K; ours marks both IGNORE_INDEX,
+so padding can receive a pseudo-label: a difference on padded VOC crops only.)
 
-Released-code options (default = paper), see :mod:`scribbleseg.losses.blp`: ``normalize="weights"``,
+Released-code options (default = paper), see :mod:`scribbleseg.blpseg.losses`: ``normalize="weights"``,
 ``detach_weight``, ``renormalize_scrib=False``, ``detach_scribble_features`` (scribble head on detached
 decoder features), ``detach_scrib_in_loss`` (p_scrib detached in BL), ``low_projection`` (a 1x1 convolution
 after the LayerNorm of the LAM's low-level features), ``head_batchnorm=False`` (the released heads are
@@ -32,10 +34,11 @@ import torch.nn.functional as F
 from scribbleseg.blpseg.model import BLPSegNet
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.grid import labels_to_grid
-from scribbleseg.losses.blp import annotation_probability, blp_loss, focal_loss, scribble_head_loss
-from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.blpseg.losses import annotation_probability, blp_loss, focal_loss, scribble_head_loss
+from scribbleseg.losses import partial_cross_entropy
+from scribbleseg.method import check_choices
 from scribbleseg.models.base import upsample
-from scribbleseg.modules.lam import LAM
+from scribbleseg.blpseg.lam import LAM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +65,14 @@ class BLPSeg:
     low_projection: bool = False
     head_batchnorm: bool = True
 
+    NAME: ClassVar[str] = "scribbleseg.methods.blpseg.BLPSeg"  # the cache key's name (stable across moves)
     KEY_OPTIONAL: ClassVar[dict] = {"low_projection": False, "head_batchnorm": True}  # added later: enters the cache key only when set
 
+    CHOICES: ClassVar[dict] = {"region": ("all", "labelled", "unlabelled"), "loss": ("blp", "ce", "focal"),
+                               "self_train": ("paper", "released"), "normalize": ("pixels", "weights")}
+
     def __post_init__(self):
-        for name, value, ok in [("region", self.region, ("all", "labelled", "unlabelled")),
-                                ("loss", self.loss, ("blp", "ce", "focal")), ("self_train", self.self_train, ("paper", "released")),
-                                ("normalize", self.normalize, ("pixels", "weights"))]:
-            if value not in ok:
-                raise ValueError(f"BLPSeg.{name} must be one of {ok}, got {value!r}")
+        check_choices(self, self.CHOICES)
         object.__setattr__(self, "similarity", tuple(self.similarity))
 
     def wrap(self, base, num_classes: int) -> BLPSegNet:
@@ -118,4 +121,4 @@ class BLPSeg:
             if self.detach_scrib_in_loss:
                 p_scrib = p_scrib.detach()
             terms["seg"] = blp_loss(logits, p_scrib, target, self.gamma, self.normalize, self.detach_weight)
-        return terms
+        return terms                                                                # (12) L = WCE (1) + BL (9), summed by the loop

@@ -43,7 +43,8 @@ from scribbleseg.cdsp.lorm import foreground_mask
 from scribbleseg.cdsp.model import CDSPNet
 from scribbleseg.cdsp.store import PseudoLabels
 from scribbleseg.cdsp.supervision import smoothed_cross_entropy
-from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.losses import partial_cross_entropy
+from scribbleseg.method import check_choices
 from scribbleseg.models.base import upsample
 
 
@@ -67,17 +68,15 @@ class CDSP:
     del_count: str = "weights"
     align_corners: bool = False
 
+    NAME: ClassVar[str] = "scribbleseg.methods.cdsp.CDSP"  # the cache key's name (stable across moves)
     KEY_OPTIONAL: ClassVar[dict] = {"align_corners": False}  # added later: enters the cache key only when set
 
+    CHOICES: ClassVar[dict] = {"lorm_features": ("backbone", "decoder"), "lorm_mask": ("key", "query"),
+                               "lorm_downsample": ("area", "bilinear"), "lorm_reduction": ("mean", "nonzero"),
+                               "scribble_seeds": ("all", "foreground"), "del_count": ("weights", "terms")}
+
     def __post_init__(self):
-        for name, value, ok in [("lorm_features", self.lorm_features, ("backbone", "decoder")),
-                                ("lorm_mask", self.lorm_mask, ("key", "query")),
-                                ("lorm_downsample", self.lorm_downsample, ("area", "bilinear")),
-                                ("lorm_reduction", self.lorm_reduction, ("mean", "nonzero")),
-                                ("scribble_seeds", self.scribble_seeds, ("all", "foreground")),
-                                ("del_count", self.del_count, ("weights", "terms"))]:
-            if value not in ok:
-                raise ValueError(f"CDSP.{name} must be one of {ok}, got {value!r}")
+        check_choices(self, self.CHOICES)
         if not any((self.segs, self.segc, self.ds, self.dc, self.lorm)):
             raise ValueError("CDSP needs at least one of segs, segc, ds, dc, lorm")
         if self.pseudo is None and (self.segc or self.dc or self.lorm):
@@ -119,4 +118,4 @@ class CDSP:
             f = out["lorm_features"]                                                 # (N, C, h, w)
             mask = foreground_mask(pseudo, f.shape[-2:], self.lorm_downsample)       # (11) M on the feature grid
             terms["lorm"] = model.lorm(f, mask)[1]                                  # (13)
-        return terms
+        return terms                                # (5) L = L_seg + L_lorm + L_de, summed by the loop

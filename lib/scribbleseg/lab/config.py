@@ -5,7 +5,15 @@ assignments only (``seeds = [0, 1, 2]``, ``steps = 2000``...). Papermill
 injects the overrides of ``params/<profile>/<notebook>.yaml`` after it, and the
 notebook then freezes its parameters::
 
-    P = freeze("BaselineParams", seeds=seeds, steps=steps)
+    P = freeze_parameters("BaselineParams", NB, globals())
+
+which reads the names from the notebook's parameters cell (no hand-written list to drift from it).
+
+A profile yaml overrides only what it changes: a dict-valued parameter deep-merges into the notebook's
+default (``dataset: {n_train: 48}`` changes one knob), and an unknown nested key is an error naming the
+key and the file. Nested keys are those of the notebook's default, except that a training-recipe dict
+(every default key a :class:`~scribbleseg.train.TrainConfig` field) accepts any TrainConfig field. A
+mapping tagged ``!replace`` (``variants: !replace {...}``) replaces the default instead of merging.
 
 ``freeze`` builds a frozen dataclass: lists/tuples become tuples, sets become
 frozensets and dicts become :class:`FrozenDict` (a hashable read-only
@@ -20,8 +28,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +36,10 @@ from typing import Any
 import nbformat
 import yaml
 
-__all__ = ["ParamsError", "FrozenDict", "freeze", "thaw", "repo_root", "notebook_key",
+from scribbleseg.files import repo_root, stable_hash  # noqa: F401  (re-exported: the notebooks' config.*)
+from scribbleseg.train import TrainConfig
+
+__all__ = ["ParamsError", "FrozenDict", "Replace", "freeze", "freeze_parameters", "thaw", "repo_root", "notebook_key",
            "notebook_parameters", "load_params"]
 
 
@@ -78,7 +87,7 @@ def _freeze_value(value: Any) -> Any:
     return value
 
 
-def freeze(name: str, **values: Any) -> Any:
+def freeze(name: str, /, **values: Any) -> Any:
     """Return an instance of a new frozen dataclass ``name`` with ``values`` as fields."""
     frozen = {k: _freeze_value(v) for k, v in values.items()}
     cls = dataclasses.make_dataclass(
@@ -97,24 +106,6 @@ def thaw(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(thaw(v) for v in obj)
     return obj
-
-
-def stable_hash(obj: Any, length: int = 10) -> str:
-    """Short SHA-1 of ``obj`` as sorted-key JSON: the names of dataset folders and cached runs."""
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:length]
-
-
-def repo_root() -> Path:
-    """``$SCRIBBLESEG_ROOT`` if set, else the closest folder above cwd with a pyproject.toml."""
-    env = os.environ.get("SCRIBBLESEG_ROOT")
-    if env:
-        return Path(env).resolve()
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    raise RuntimeError(f"no pyproject.toml above {cwd}: run from inside the scribbleseg "
-                       "repository or set SCRIBBLESEG_ROOT to its path")
 
 
 def notebook_key(notebook: str | os.PathLike) -> str:
@@ -167,6 +158,50 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
     return params
 
 
+class Replace(dict):
+    """A yaml mapping tagged ``!replace``: it replaces the notebook's dict instead of merging into it."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_constructor("!replace", lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
+RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def merge_override(default: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """``value`` deep-merged into ``default`` (dicts merge key by key; anything else, or a :class:`Replace`,
+    replaces). Unknown nested keys are appended to ``problems`` as "unknown key 'a.b' ..." lines."""
+    if isinstance(value, Replace):
+        return dict(value)
+    if not (isinstance(default, dict) and isinstance(value, dict)):
+        return value
+    allowed = set(default) | (RECIPE_FIELDS if default and set(default) <= RECIPE_FIELDS else set())
+    out = dict(default)
+    for key, v in value.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(allowed))}"
+            problems.append(f"unknown key {where}.{key!r} ({hint}; tag the mapping !replace to replace it whole)")
+        else:
+            out[key] = merge_override(default.get(key), v, f"{where}.{key}", problems)
+    return out
+
+
+def freeze_parameters(name: str, notebook: str | os.PathLike, namespace: Mapping[str, Any]) -> Any:
+    """:func:`freeze` of the parameters a notebook declares in its ``parameters`` cell, with their current
+    values in ``namespace`` (the notebook's ``globals()``, after papermill's injected overrides)."""
+    path = Path(notebook)
+    if not path.is_absolute() and path.parts[:1] == ("notebooks",):
+        path = repo_root() / path
+    names = list(notebook_parameters(path))
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ParamsError(f"{notebook}: parameter(s) {missing} are not defined: run the parameters cell first")
+    return freeze(name, **{n: namespace[n] for n in names})
+
+
 def _type_error(key: str, default: Any, value: Any) -> str | None:
     """Why ``value`` cannot override ``default``, or None if it can."""
     if default is None or type(value) is type(default):
@@ -181,36 +216,42 @@ def _type_error(key: str, default: Any, value: Any) -> str | None:
     return f"{key!r} expects {expected} (default {default!r}), got {type(value).__name__} {value!r}"
 
 
-def load_params(notebook: str | os.PathLike, profile: str,
-                params_root: str | os.PathLike = Path("params")) -> dict[str, Any]:
-    """Validated overrides of ``params/<profile>/<notebook key>.yaml`` for ``notebook``.
-
-    Returns only the overrides (what papermill injects), not the defaults.
-    Raises :class:`ParamsError` for an unknown profile, a missing file, an unknown
-    key (with the closest valid names) or a value of the wrong type.
-    """
-    root = repo_root()
+def check_profile(profile: str, params_root: str | os.PathLike = Path("params")) -> Path:
+    """The params root (absolute) if ``params/<profile>/`` exists; else :class:`ParamsError` naming the known ones."""
     params_root = Path(params_root)
     if not params_root.is_absolute():
-        params_root = root / params_root
+        params_root = repo_root() / params_root
     if not (params_root / profile).is_dir():
         known = sorted(p.name for p in params_root.iterdir() if p.is_dir()) \
             if params_root.is_dir() else []
         raise ParamsError(f"unknown profile {profile!r}: no folder {params_root / profile} "
                           f"(known profiles: {', '.join(known) or 'none'})")
+    return params_root
+
+
+def load_params(notebook: str | os.PathLike, profile: str,
+                params_root: str | os.PathLike = Path("params")) -> dict[str, Any]:
+    """Validated overrides of ``params/<profile>/<notebook key>.yaml`` for ``notebook``.
+
+    Returns only the overrides (what papermill injects), not the defaults; a dict-valued override comes
+    back merged into the notebook's default dict (see the module docstring).
+    Raises :class:`ParamsError` for an unknown profile, a missing file, an unknown
+    key (with the closest valid names) or a value of the wrong type.
+    """
+    params_root = check_profile(profile, params_root)
     yaml_path = params_root / profile / f"{notebook_key(notebook)}.yaml"
     if not yaml_path.is_file():
         raise ParamsError(f"{notebook}: missing params file {yaml_path} for profile {profile!r}; "
                           "create it (an empty file means: use the notebook's defaults)")
     try:
-        overrides = yaml.safe_load(yaml_path.read_text()) or {}
+        overrides = yaml.load(yaml_path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise ParamsError(f"{yaml_path}: invalid yaml: {e}") from None
     if not isinstance(overrides, dict):
         raise ParamsError(f"{yaml_path}: expected a mapping `name: value`, "
                           f"got {type(overrides).__name__}")
     defaults = notebook_parameters(notebook)
-    problems = []
+    problems, merged = [], {}
     for key, value in overrides.items():
         if key not in defaults:
             close = difflib.get_close_matches(str(key), defaults, n=3)
@@ -219,6 +260,8 @@ def load_params(notebook: str | os.PathLike, profile: str,
             problems.append(f"unknown parameter {key!r} ({hint})")
         elif (why := _type_error(key, defaults[key], value)) is not None:
             problems.append(f"wrong type: {why}")
+        else:
+            merged[key] = merge_override(defaults[key], value, key, problems)
     if problems:
         raise ParamsError(f"{yaml_path} (for {notebook}):\n  " + "\n  ".join(problems))
-    return dict(overrides)
+    return merged

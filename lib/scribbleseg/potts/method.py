@@ -22,14 +22,15 @@ Args (dataclass fields; paper defaults from App. C):
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.losses.pce import partial_cross_entropy
-from scribbleseg.losses.potts_losses import entropy_term, potts_term, self_labeling_term
-from scribbleseg.losses.potts_relaxations import check_name
+from scribbleseg.losses import partial_cross_entropy
+from scribbleseg.potts.losses import entropy_term, potts_term, self_labeling_term
+from scribbleseg.potts.relaxations import check_name
 from scribbleseg.models.base import upsample
 from scribbleseg.potts.neighbourhood import dense_affinities, grid_affinities, pool_colours
 from scribbleseg.data.grid import labels_to_grid
@@ -75,6 +76,8 @@ class PottsGD:
     sigma_xy: float = 100.0
     dense_size: int = 16
 
+    NAME: ClassVar[str] = "scribbleseg.methods.potts.PottsGD"  # the cache key's name (stable across moves)
+
     def __post_init__(self):
         check_name(self.relaxation)
 
@@ -86,7 +89,7 @@ class PottsGD:
         out = {"ce": ce, "potts": self.lam * potts_term(F.adaptive_avg_pool2d(sigma, size), w, self.relaxation)}
         if self.eta > 0:
             out["entropy"] = self.eta * entropy_term(sigma, seeds == IGNORE_INDEX)
-        return out
+        return out                                  # (4) L_ws = seeds' CE + eta H(sigma) + lambda P, summed by the loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +121,8 @@ class SelfLabeling:
     def solver(self) -> SolverConfig:
         return SolverConfig(self.relaxation, self.cross_entropy, self.eta, self.lam, self.steps, self.lr, self.optimizer)
 
+    NAME: ClassVar[str] = "scribbleseg.methods.potts.SelfLabeling"  # the cache key's name (stable across moves)
+
     def __post_init__(self):
         self.solver()  # validates the names
 
@@ -143,4 +148,4 @@ class SelfLabeling:
         out = {"ce": ce, "self": self.eta * self_labeling_term(sigma, y, unlabelled, self.cross_entropy, log_sigma)}
         if self.entropy > 0:
             out["entropy"] = self.entropy * entropy_term(sigma, unlabelled)
-        return out
+        return out                                  # (6) L_self = seeds' CE + eta H(sigma, y), summed by the loop

@@ -9,16 +9,19 @@ Args (dataclass fields):
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 
-from scribbleseg.losses.pce import partial_cross_entropy
+from scribbleseg.losses import partial_cross_entropy
 from scribbleseg.models.base import upsample
 
 
 @dataclasses.dataclass(frozen=True)
 class PartialCE:
     target: str = "scribble"
+
+    NAME: ClassVar[str] = "scribbleseg.methods.baseline.PartialCE"  # the cache key's name (stable across moves)
 
     def __post_init__(self):
         if self.target not in ("scribble", "mask"):

@@ -10,8 +10,11 @@ import numpy as np
 from scribbleseg.data.embedded import EmbeddedConfig
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
-from scribbleseg.results import Table
+from scribbleseg.lab.results import Table
 from scribbleseg.train import TrainConfig
+from scribbleseg.lab.config import thaw
+from scribbleseg.data.embedded import embedded_config
+from scribbleseg.experiment import VOCData
 
 
 def train_config(seed: int, **kw) -> TrainConfig:
@@ -26,9 +29,6 @@ def train_config(seed: int, **kw) -> TrainConfig:
 def dataset_from_params(data: str, dataset, voc):
     """The experiment dataset a notebook's params name: "embedded" (knobs in ``dataset``) or "voc"
     (``voc`` holds the fields of :class:`~scribbleseg.experiment.VOCData`)."""
-    from scribbleseg.config import thaw
-    from scribbleseg.data.embedded import embedded_config
-    from scribbleseg.experiment import VOCData
 
     if data == "embedded":
         return embedded_config(**thaw(dataset))
@@ -45,6 +45,27 @@ def run_seeds(dataset: EmbeddedConfig, variant: ScribbleVariant, method, seeds, 
             for s in seeds]
 
 
+def run_stage_two(dataset, variant: ScribbleVariant, stage1: list[RunResult], rows: dict, seeds, train: dict,
+                  progress=None, log=print) -> dict[str, list[RunResult]]:
+    """{name: [stage-2 run per seed]} of two-stage training (URSS Sec. 4, Potts App. C): each row's run of a
+    seed starts from the stage-1 run of that seed (``stage1``, one run per seed, of a network the rows'
+    methods can load) and trains under ``train``."""
+    init = {r.spec["train"]["seed"]: r for r in stage1}
+    missing = [s for s in seeds if s not in init]
+    if missing:
+        raise ValueError(f"no stage-1 run for seed(s) {missing}: train stage 1 for them first")
+    return {name: [run_experiment(dataset, variant, train_config(s, **train), m, progress, log, init=init[s])
+                   for s in seeds] for name, m in rows.items()}
+
+
+def anchor_lines(runs: dict[str, list[RunResult]], width: int = 24) -> list[str]:
+    """Regression anchors for nbval, one line per row: final training loss and pixel accuracy of every run
+    (they change whenever a loss, the engine or the metric does)."""
+    return [f"{name:{width}s} final loss " + ", ".join(f"{r.history[-1]['loss']:.4f}" for r in rs)
+            + " | pixel acc " + ", ".join(f"{r.metrics['pixel_accuracy']:.3f}" for r in rs)
+            for name, rs in runs.items()]
+
+
 def values(runs: list[RunResult], metric: str = "miou") -> list[float]:
     """``metric`` of each run, rounded to 2 decimals (as stored in results files)."""
     return [round(float(r.metrics[metric]), 2) for r in runs]
@@ -52,7 +73,7 @@ def values(runs: list[RunResult], metric: str = "miou") -> list[float]:
 
 def progress_bar():
     """The tqdm factory for notebooks: a widget bar per epoch when interactive; None under
-    ``scribbleseg.run`` (SCRIBBLESEG_BATCH=1), where the kernel would store every bar update in the
+    ``scribbleseg.lab.run`` (SCRIBBLESEG_BATCH=1), where the kernel would store every bar update in the
     notebook: there the one line per epoch, which carries its own epoch bar, shows progress."""
     import functools
     import os

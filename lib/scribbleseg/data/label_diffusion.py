@@ -1,6 +1,7 @@
 """Label diffusion, the baseline of BLPSeg's Table VI (Wang et al., IEEE TIP 2023, Sec. V-D-3): scribbles
 are expanded over superpixels (as in ScribbleSup) before training, instead of (or besides) the LAM's
-gradient diffusion.
+gradient diffusion. It is a scribble variant (``ScribbleVariant(superpixels=N)``, applied when a split is
+loaded), so it lives in the core's data package, which may not import a paper folder.
 
 Rule: SLIC superpixels of the image (``skimage.segmentation.slic``); a superpixel whose labelled pixels
 all carry one class takes that class everywhere; a superpixel with conflicting classes keeps only its
