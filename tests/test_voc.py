@@ -278,3 +278,39 @@ def test_pseudo_labels_from_a_folder_are_cropped_with_the_mask(voc, tmp_path):
     (folder / f"{ds.ids[0]}.png").unlink()
     with pytest.raises(FileNotFoundError, match=ds.ids[0]):
         ds[0]
+
+
+def test_check_opens_every_file_and_reports_each_defect(voc, tmp_path, capsys):
+    """One defect of each kind, in one split: the command lists them all (path, what, what to do) and fails;
+    the layout-only check passed them all before."""
+    aug, ids = voc.masks_aug, list(SAMPLES)
+    a, b, c = ids
+    (aug / f"{a}.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")                   # corrupt label PNG
+    jpg = (voc.images / f"{b}.jpg").read_bytes()
+    (voc.images / f"{b}.jpg").write_bytes(jpg[: len(jpg) // 2])                       # truncated JPEG
+    w, h, _ = SAMPLES[c]
+    bad = fake_mask(w, h, void_border=False)
+    bad[0, 0] = 42
+    write_label(aug / f"{c}.png", bad)                                               # label value 42
+    (voc.scribbles / f"{a}.xml").write_text("<annotation><size>")                   # malformed XML
+    pseudo = tmp_path / "pseudo"
+    pseudo.mkdir()
+    for sid, (w, h, _) in SAMPLES.items():
+        write_label(pseudo / f"{sid}.png", fake_mask(w, h - (sid == c), void_border=False))  # one row short
+    check_voc(voc.root, "trainaug")                                                  # the layout is complete
+    with pytest.raises(SystemExit) as e:
+        voc_main(["check", str(voc.root), "--split", "trainaug", "--pseudo-dir", str(pseudo)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert "5 bad file(s)" in err and len(lines) == 5
+    assert any(f"{a}.png" in x and "corrupt or unreadable label" in x and "re-extract" in x for x in lines)
+    assert any(f"{b}.jpg" in x and "corrupt or unreadable image" in x for x in lines)
+    assert any(f"{c}.png" in x and "[42]" in x for x in lines)
+    assert any(f"{a}.xml" in x and "not a valid ScribbleSup XML" in x and "re-download" in x for x in lines)
+    assert any(str(pseudo / f"{c}.png") in x and "size mismatch" in x and "regenerate" in x for x in lines)
+
+
+def test_check_reports_a_valid_split_complete(voc, capsys):
+    voc_main(["check", str(voc.root), "--split", "trainaug"])
+    assert "split 'trainaug' complete" in capsys.readouterr().out

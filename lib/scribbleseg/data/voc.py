@@ -30,11 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from scribbleseg.constants import IGNORE_INDEX, VOC_CLASSES
 from scribbleseg.data.folder import ScribbleVariant, apply_variant, diffuse_labels
 from scribbleseg.data.io import check_same_size, read_ids, read_image, read_label, write_label
 from scribbleseg.data.strokes import Stroke, rasterize, read_xml
+from scribbleseg.data.voc_check import validate
 
 DEVKIT = ('the VOC2012 devkit "VOCtrainval_11-May-2012.tar" (host.robots.ox.ac.uk/pascal/VOC/voc2012/); '
           "extract it and move its VOCdevkit/VOC2012 folder to {voc}")
@@ -267,18 +269,24 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("xml_dir", type=Path)
     r.add_argument("out_dir", type=Path)
     r.add_argument("--width", type=int, default=3, help="brush width in pixels (1 or odd)")
-    c = sub.add_parser("check", help="check the folder layout for a split")
+    c = sub.add_parser("check", help="check the folder layout of a split, then open and validate every file")
     c.add_argument("root", type=Path)
     c.add_argument("--split", default="trainaug")
     c.add_argument("--no-scribbles", action="store_true")
+    c.add_argument("--pseudo-dir", type=Path, default=None, help="also validate these pseudo-label PNGs")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "rasterize":
             n = len(rasterize_scribblesup(args.xml_dir, args.out_dir, args.width))
             print(f"wrote {n} PNGs to {args.out_dir}")
         else:
-            check_voc(args.root, args.split, need_scribbles=not args.no_scribbles)
-            print(f"{args.root}: split {args.split!r} complete")
+            ds = VOCScribbleDataset(args.root, args.split, with_scribbles=not args.no_scribbles,
+                                    pseudo_dir=args.pseudo_dir)
+            problems = validate(ds, progress=tqdm)
+            if problems:
+                ap.exit(1, f"error: {len(problems)} bad file(s) in split {args.split!r} under {args.root} "
+                           f"({len(ds)} items checked):\n" + "\n".join(f"  - {p}" for p in problems) + "\n")
+            print(f"{args.root}: split {args.split!r} complete, every file of its {len(ds)} items opens and is valid")
     except (FileNotFoundError, ValueError) as e:
         ap.exit(1, f"error: {e}\n")
 
