@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from scribbleseg import distributed
 from scribbleseg.data.folder import SplitData
 from scribbleseg.metrics import ConfusionMeter, border_band_errors
 from scribbleseg.crf import dense_crf
@@ -26,15 +27,21 @@ def _labels(probs: torch.Tensor, images_uint8: np.ndarray | None) -> np.ndarray:
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, data: SplitData, device=None, batch_size: int = 50,
                   scales=(1.0,), flip: bool = False, crf: bool = False) -> np.ndarray:
-    """Argmax predictions (N, H, W) uint8 for every image of ``data`` (after dense CRF if ``crf``)."""
+    """Argmax predictions (N, H, W) uint8 for every image of ``data`` (after dense CRF if ``crf``). Under torchrun
+    each rank predicts every world_size-th batch (the batches of one process, so the numbers are the same) and the
+    predictions are gathered on every rank."""
 
     device = torch.device(device or next(model.parameters()).device)
-    preds = []
-    for s in range(0, len(data.ids), batch_size):
+    starts = range(0, len(data.ids), batch_size)
+    mine = list(starts)[distributed.rank()::distributed.world_size()]  # whole batches: the same as in one process
+    preds = {}
+    for s in mine:
         idx = np.arange(s, min(s + batch_size, len(data.ids)))
         probs = predict(model, to_batch(data, idx, None, device)["image"], scales=scales, flip=flip)
-        preds.append(_labels(probs, data.images[idx] if crf else None))
-    return np.concatenate(preds)
+        preds[s] = _labels(probs, data.images[idx] if crf else None)
+    for part in distributed.all_gather_objects(preds) if distributed.world_size() > 1 else []:
+        preds.update(part)  # every rank gets every prediction
+    return np.concatenate([preds[s] for s in starts])
 
 
 def evaluate(model: torch.nn.Module, data, device=None, band: int = 8, crf: bool = False, **predict_kw) -> dict:
@@ -43,7 +50,8 @@ def evaluate(model: torch.nn.Module, data, device=None, band: int = 8, crf: bool
 
     Returns dict(miou, per_class_iou (list, NaN -> None), pixel_accuracy, num_classes) and, for
     in-memory splits, border_error_rate, interior_error_rate, border_share_of_errors.
-    IoUs in percent, error rates as fractions. ``crf``: dense-CRF post-processing (pydensecrf2);
+    IoUs in percent, error rates as fractions. Under torchrun the images are shared out over the ranks and the
+    confusion matrix is all-reduced (every rank returns the same numbers). ``crf``: dense-CRF post-processing (pydensecrf2);
     ``predict_kw``: ``scales`` and ``flip`` of :func:`scribbleseg.inference.predict`.
     """
 
@@ -55,9 +63,11 @@ def evaluate(model: torch.nn.Module, data, device=None, band: int = 8, crf: bool
         extra = {k: float(v) for k, v in border_band_errors(pred, data.masks, band=band).items()}
     else:
         device = torch.device(device or next(model.parameters()).device)
-        for item in data:
+        for i in range(distributed.rank(), len(data), distributed.world_size()):  # this rank's share
+            item = data[i]
             probs = predict(model, item["image"][None].to(device), **predict_kw)  # (1, K, H, W)
             meter.update(_labels(probs, _denormalise(item["image"])[None] if crf else None)[0], item["mask"])
+        meter.matrix = distributed.all_reduce_sum(torch.from_numpy(meter.matrix)).numpy()  # all ranks' images
     out = {"miou": float(meter.miou()), "pixel_accuracy": float(meter.pixel_accuracy()),
            "per_class_iou": [None if np.isnan(v) else float(v) for v in meter.per_class_iou()],
            "num_classes": len(data.class_names)}

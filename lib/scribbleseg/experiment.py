@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,14 +21,16 @@ from scribbleseg.constants import EMBEDDED_CLASSES
 from scribbleseg.data.embedded import EmbeddedConfig, ensure_embedded
 from scribbleseg.data.folder import ScribbleVariant, SplitData, load_split
 from scribbleseg.evaluate import evaluate
-from scribbleseg.train import TrainConfig, make_model, train
+from scribbleseg import distributed
+from scribbleseg.runtime import Runtime
+from scribbleseg.train import TrainConfig, effective_shards, make_model, train
 from scribbleseg.data.voc import Normalize, RandomScaleCropFlip, VOCScribbleDataset
 from scribbleseg.files import repo_root
 
 CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
 # Fields added after runs were cached, {name: default}: they enter the key only when they differ from the
 # default, so that older cache entries stay valid. A method lists its own in a ``KEY_OPTIONAL`` class attribute.
-_OPTIONAL_TRAIN_FIELDS = {"weights": None}
+_OPTIONAL_TRAIN_FIELDS = {"weights": None, "shards": 1, "sync_bn": False}
 _OPTIONAL_VARIANT_FIELDS = {"superpixels": 0}
 _OPTIONAL_VOC_FIELDS = {"rotation": 0.0, "blur_sigma": 0.0, "pseudo_dir": None}
 
@@ -89,10 +92,19 @@ def _method_spec(method) -> dict:
 
 
 def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
-                   init: str | None = None) -> tuple[str, dict]:
-    """(key, resolved configuration) of an experiment; ``init`` is the key of the run it starts from."""
+                   init: str | None = None, runtime: Runtime | None = None) -> tuple[str, dict]:
+    """(key, resolved configuration) of an experiment; ``init`` is the key of the run it starts from.
+
+    ``runtime`` (default :meth:`Runtime.detect`): its device type and AMP mode enter the key unless the run is a
+    plain CPU one (:meth:`Runtime.key_fields`), so a CPU-trained run is never reused by a GPU run; ``cfg.shards``
+    enters as the micro-batches actually used (at least one per torchrun rank); SyncBatchNorm only where it runs."""
+    rt = runtime or Runtime.detect()
+    sync_bn = cfg.sync_bn and rt.torch_device.type == "cuda" and distributed.world_size() > 1
+    cfg = dataclasses.replace(cfg, shards=effective_shards(cfg), sync_bn=sync_bn)
     spec = {"version": CACHE_VERSION, "dataset": dataset.key(), "variant": variant_spec(variant),
             "train": _key_fields(cfg, _OPTIONAL_TRAIN_FIELDS), "method": _method_spec(method)}
+    if rt.key_fields():
+        spec["runtime"] = rt.key_fields()
     if init is not None:
         spec["init"] = init
     return stable_hash(spec, 16), spec
@@ -100,7 +112,12 @@ def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
 
 @lru_cache(maxsize=8)
 def load_embedded(dataset: EmbeddedConfig, split: str, variant: ScribbleVariant = ScribbleVariant()) -> SplitData:
-    """Build (once) and load a split of the embedded benchmark; memoised per process."""
+    """Build (once: rank 0 under torchrun, while the others wait) and load a split of the embedded benchmark;
+    memoised per process."""
+    if distributed.world_size() > 1:
+        if distributed.is_main():
+            ensure_embedded(dataset)
+        distributed.barrier()
     return load_split(ensure_embedded(dataset), split, EMBEDDED_CLASSES, variant)
 
 
@@ -131,36 +148,43 @@ def cache_root() -> Path:
     """``$SCRIBBLESEG_CACHE`` if set (``make test`` points it at a fresh folder, so that the nbval runs
     retrain with the current code), else ``<repo>/results/cache``. The key does not hash the code:
     after changing a loss or the engine, clear the cache (``make clean-cache``) or bump CACHE_VERSION."""
-    import os
-
-
     return Path(os.environ.get("SCRIBBLESEG_CACHE") or repo_root() / "results" / "cache")
 
 
 def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
-                   progress=None, log=print, root: Path | None = None, init: RunResult | None = None) -> RunResult:
+                   progress=None, log=print, root: Path | None = None, init: RunResult | None = None,
+                   runtime: Runtime | None = None) -> RunResult:
     """Train and evaluate (embedded benchmark or VOC), or return the cached result.
 
     ``init``: a finished run whose model this one starts from (the second stage of two-stage
-    training); its key enters this run's key."""
-    key, spec = experiment_key(dataset, variant, cfg, method, init.key if init is not None else None)
+    training); its key enters this run's key. ``runtime``: where it runs (default :meth:`Runtime.detect`).
+    Under torchrun every rank calls this; rank 0 writes the folder's files, the others wait for it."""
+    rt = runtime or Runtime.detect()
+    key, spec = experiment_key(dataset, variant, cfg, method, init.key if init is not None else None, rt)
     folder = Path(root or cache_root()) / key
     done = folder / "result.json"
     if done.exists():
         r = json.loads(done.read_text())
         return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
+    main = distributed.is_main()
+    log = log if main else (lambda *_: None)
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
     train_data = load_data(dataset, "train", variant)
     val_data = load_data(dataset, "val")  # evaluation always on the full masks
     log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
         f"variant={dataclasses.asdict(variant)}")
     init_state = None if init is None else torch.load(init.folder / "model.pt", map_location="cpu", weights_only=True)
-    model, history = train(cfg, method, train_data, folder, progress=progress, log=log, init_state=init_state)
+    model, history = train(cfg, method, train_data, folder, progress=progress, log=log, init_state=init_state,
+                           runtime=rt)
     seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
-    metrics = evaluate(model, val_data)
-    torch.save(model.state_dict(), folder / "model.pt")
-    done.write_text(json.dumps({"metrics": metrics, "history": history, "seconds": seconds}, indent=1))
-    (folder / "ckpt.pt").unlink(missing_ok=True)  # the final weights are in model.pt
+    metrics = evaluate(model, val_data)  # sharded over the ranks, confusion matrix all-reduced
+    if main:
+        torch.save(model.state_dict(), folder / "model.pt")
+        done.write_text(json.dumps({"metrics": metrics, "history": history, "seconds": seconds,
+                                    "runtime": rt.record()}, indent=1))
+        (folder / "ckpt.pt").unlink(missing_ok=True)  # the final weights are in model.pt
+    distributed.barrier()
     log(f"run {key}: val mIoU {metrics['miou']:.2f}")
     return RunResult(key, folder, spec, metrics, history, seconds, cached=False)

@@ -5,9 +5,14 @@ the terms, steps the optimiser and logs each term. Every epoch it appends a row 
 ``metrics.csv`` and writes ``ckpt.pt`` (model, optimiser, scheduler, epoch) atomically, so a run
 killed at any point resumes from its last finished epoch and ends bit-identical to an
 uninterrupted run on CPU (batch order and flips come from ``(seed, epoch)``, not from global state).
+
+Where it runs is a :class:`~scribbleseg.runtime.Runtime` (device, AMP, channels-last, loader workers); under
+torchrun it is data-parallel through :mod:`scribbleseg.distributed` (rank 0 writes every file). Loss terms stay
+on the device and are read once per ``sync_every`` steps (every step on CPU, where reading costs nothing).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -17,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from scribbleseg import distributed
 from scribbleseg.data.folder import SplitData
+from scribbleseg.distributed import shard_slices
+from scribbleseg.loader import EpochBatches, make_loader, to_device
 from scribbleseg.models.build import build_model
-from scribbleseg.data.voc import collate
+from scribbleseg.runtime import Runtime
 
 MEAN, STD = 0.45, 0.25  # input normalisation of the embedded set's [0, 1] pixels
 
@@ -39,6 +47,13 @@ class TrainConfig:
         flip: random horizontal flips (in-memory splits; a Dataset brings its own transform).
         seed: seeds the initialisation, the batch order and the flips.
         weights: None (from scratch) or "imagenet" (torchvision backbone weights; not for model="small").
+        shards: micro-batches per global batch, each with its own forward / backward (BatchNorm statistics and
+            loss normalisation per micro-batch) and the gradients averaged: under torchrun each of N ranks takes
+            shards / N of them (at least 1: N ranks mean shards >= N), in one process they run in turn (gradient
+            accumulation), with the same numbers either way (BatchNorm's running statistics follow the first
+            micro-batch of each step: rank 0's, whose buffers DDP broadcasts).
+        sync_bn: SyncBatchNorm across ranks on CUDA (PyTorch's runs on GPUs only; a CPU / gloo run keeps each
+            micro-batch's own statistics).
     """
 
     model: str = "small"
@@ -55,6 +70,8 @@ class TrainConfig:
     flip: bool = True
     seed: int = 0
     weights: str | None = None
+    shards: int = 1
+    sync_bn: bool = False
 
 
 _SCHEDULES = {"onecycle": "one-cycle ({warm:.0%} linear warm-up, then cosine decay)", "poly": "poly decay (power 0.9)",
@@ -119,58 +136,105 @@ def to_batch(data: SplitData, idx: np.ndarray, flips: np.ndarray | None, device:
             "flip": torch.zeros(len(idx), dtype=torch.bool) if flips is None else torch.from_numpy(np.asarray(flips, bool))}
 
 
-def epoch_batches(data, cfg: TrainConfig, epoch: int, steps: int, order: np.ndarray, flips: np.ndarray,
-                  device: torch.device, workers: int = 0):
-    """The batches of one epoch, all drawn from (seed, epoch): deterministic and resumable.
+def step_batches(data, cfg: TrainConfig, epoch: int, steps: int, order: np.ndarray, flips: np.ndarray,
+                 device: torch.device, shards: int = 1, loader=None, channels_last: bool = False):
+    """The steps of one epoch, each a list of this rank's micro-batches, all drawn from (seed, epoch):
+    deterministic, resumable, and independent of the number of processes and loader workers.
 
-    In-memory splits are cut in ``order`` with ``flips``; a Dataset goes through a DataLoader whose
-    shuffling generator is seeded from (seed, epoch) (its transform draws from torch's RNG, which
-    ``train`` seeds per epoch; with workers > 0 each worker is seeded by the DataLoader).
-    Both yield ``steps`` batches: full ones, or one short batch when the data are smaller than a batch.
-    Each batch carries "step", the global step (epoch * steps + index), for methods that change with time.
+    A global batch of ``cfg.batch_size`` is cut into ``shards`` micro-batches (:func:`~scribbleseg.distributed.
+    shard_slices`); with N ranks each takes shards / N of them. In-memory splits are cut in ``order`` with
+    ``flips``; a Dataset comes through ``loader`` (:func:`scribbleseg.loader.make_loader`, whose sampler yields
+    the same cut). Full batches, or one short batch when the data are smaller than a batch.
+    Each micro-batch carries "step", the global step (epoch * steps + index), for methods that change with time.
     """
     if isinstance(data, SplitData):
+        parts = shard_slices(min(cfg.batch_size, len(order)), shards, distributed.world_size(), distributed.rank())
         for s in range(steps):
-            idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            yield {**to_batch(data, idx, flips[idx], device), "step": epoch * steps + s}
+            glob = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            yield [{**to_batch(data, glob[p], flips[glob[p]], device), "step": epoch * steps + s} for p in parts]
         return
 
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
-                        num_workers=workers,
-                        collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-    for s, batch in enumerate(loader):
-        yield {**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, "step": epoch * steps + s}
+    loader.batch_sampler.set_epoch(epoch)
+    it = iter(loader)
+    per = len(loader) // steps
+    for s in range(steps):
+        yield [{**to_device(next(it), device, channels_last), "step": epoch * steps + s} for _ in range(per)]
 
 
-def fit_epoch(model: torch.nn.Module, opt, batches, losses, sched=None, scaler=None, device_type: str = "cpu",
-              on_step=None) -> list[dict[str, float]]:
+def _flush(pending: list, first_step: int) -> list[dict[str, float]]:
+    """Read the pending steps' loss terms from the device in one transfer (mean over the ranks), checking them."""
+    flat = torch.cat([vals for _, vals in pending])
+    if distributed.world_size() > 1:
+        flat = distributed.all_reduce_sum(flat.clone()) / distributed.world_size()
+    values, out, i = flat.tolist(), [], 0
+    for s, (keys, _) in enumerate(pending):
+        out.append(dict(zip(keys, values[i:i + len(keys)])))
+        i += len(keys)
+        if not all(math.isfinite(v) for v in out[-1].values()):
+            raise FloatingPointError(f"non-finite loss at step {first_step + s}: {out[-1]}; lower lr or check the method")
+    return out
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: torch.nn.Module):
+    """BatchNorm layers of ``model`` normalise with the batch's statistics but leave their running statistics
+    unchanged (momentum 0) inside the block: the running statistics follow the first micro-batch of every step,
+    on one process as under DDP, which broadcasts rank 0's buffers before every forward."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, tracked) in zip(norms, saved):
+            m.momentum = mom
+            m.num_batches_tracked.copy_(tracked)
+
+
+def fit_epoch(model: torch.nn.Module, opt, batches, losses, sched=None, scaler=None, autocast=None,
+              on_step=None, sync_every: int = 1) -> list[dict[str, float]]:
     """One epoch of the optimisation step every training loop of the library shares (segmentation here,
-    CDSP's stage-1 classifier, the Potts label-noise classifier): per batch, the loss terms
-    ``losses(model, batch) -> dict`` (under autocast when ``scaler`` is enabled), their sum checked finite,
-    back-propagated (through ``scaler``, a ``torch.amp.GradScaler``, if given), an optimiser step and a
-    scheduler step (if ``sched``). Returns the terms of every step as floats; ``on_step(step)`` after each."""
-    history = []
-    amp = scaler is not None and scaler.is_enabled()
-    for s, batch in enumerate(batches):
-        with torch.autocast(device_type, enabled=amp):
-            terms = losses(model, batch)
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {s}: {({k: float(v) for k, v in terms.items()})}; "
-                                     "lower lr or check the method")
+    CDSP's stage-1 classifier, the Potts label-noise classifier): per step, the loss terms
+    ``losses(model, batch) -> dict`` (under ``autocast``, a context factory, if given), back-propagated (through
+    ``scaler``, a ``torch.amp.GradScaler``, if given), an optimiser step and a scheduler step (if ``sched``).
+
+    A step is a batch dict or a list of micro-batches: each is back-propagated with weight 1 / len (gradient
+    accumulation; under DDP only the last one all-reduces the gradients) and the step's terms are their mean;
+    BatchNorm running statistics follow the first (:func:`frozen_running_stats`).
+    The terms stay on the device and are read every ``sync_every`` steps and at the end (one host sync per
+    interval; checked finite then, with the step named). Returns the terms of every step as floats (the mean
+    over the ranks under DDP); ``on_step(step)`` after each.
+    """
+    history, pending, first = [], [], 0
+    for s, step in enumerate(batches):
+        micro = step if isinstance(step, list) else [step]
         opt.zero_grad(set_to_none=True)
+        sums = {}
+        for j, batch in enumerate(micro):
+            sync = contextlib.nullcontext() if j == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
+            with sync, (frozen_running_stats(model) if j > 0 else contextlib.nullcontext()):
+                with autocast() if autocast is not None else contextlib.nullcontext():
+                    terms = losses(model, batch)
+                loss = sum(terms.values()) / len(micro)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            for k, v in terms.items():
+                sums[k] = sums[k] + v.detach().double() if k in sums else v.detach().double()
+        if len(micro) > 1:
+            sums = {k: v / len(micro) for k, v in sums.items()}
+        pending.append((list(sums), torch.stack(list(sums.values())).double()))
+        if len(pending) >= sync_every:  # before the step: a non-finite loss never reaches the weights (sync_every 1)
+            history += _flush(pending, first)
+            pending, first = [], s + 1
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.step(opt), scaler.update()
         else:
-            loss.backward()
             opt.step()
         if sched is not None:
             sched.step()
-        history.append({k: float(v.detach()) for k, v in terms.items()})
         if on_step is not None:
             on_step(s)
-    return history
+    return history + (_flush(pending, first) if pending else [])
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -179,57 +243,78 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def effective_shards(cfg: TrainConfig) -> int:
+    """Micro-batches per global batch: ``cfg.shards``, at least one per process (torchrun ranks)."""
+    return max(cfg.shards, distributed.world_size())
+
+
 def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Path, progress=None,
-          device: str | torch.device | None = None, log=print, workers: int = 0,
-          init_state: dict | None = None) -> tuple[torch.nn.Module, list[dict]]:
+          device: str | torch.device | None = None, log=print, workers: int | None = None,
+          init_state: dict | None = None, runtime: Runtime | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """Train ``method`` under ``cfg``; checkpoint and log into ``run_dir``; resume if a checkpoint exists.
 
     Args:
-        cfg: hyperparameters. method: object with ``losses(model, batch) -> dict``.
+        cfg: hyperparameters. method: object with ``losses(model, batch) -> dict`` (and optionally ``wrap`` and
+            ``prepare_item``, see :mod:`scribbleseg.method`).
         train_data: the training split in memory (the embedded set), or a Dataset of item dicts of one
-            size (e.g. VOC with RandomScaleCropFlip), read through a DataLoader with ``workers`` processes.
-        run_dir: folder for ``ckpt.pt`` and ``metrics.csv``.
+            size (e.g. VOC with RandomScaleCropFlip), read through :func:`scribbleseg.loader.make_loader`.
+        run_dir: folder for ``ckpt.pt`` and ``metrics.csv`` (written by rank 0 only under torchrun).
         progress: a tqdm-like factory (``progress(total=..., desc=...)``), e.g. ``tqdm.auto.tqdm``; None = silent bar.
-        device: torch device (default: CUDA if available, else CPU).
-        log: one printed line per epoch goes through this.
+        device, workers: shorthands for ``runtime`` (:meth:`Runtime.detect`: CUDA if available, AMP on CUDA,
+            min(8, cores) loader workers).
+        log: one printed line per epoch goes through this (rank 0 only).
         init_state: weights to start from (two-stage training: stage 2 starts from stage 1's model);
             a checkpoint in ``run_dir`` takes precedence (resume).
 
+    Under torchrun (:mod:`scribbleseg.distributed`) ``cfg.batch_size`` is the global batch: each of the N ranks
+    takes batch_size / N per step (``shards`` micro-batches in all), so the learning rate needs no rescaling.
+
     Returns:
-        (trained model in eval mode, metrics rows: one dict per epoch with the mean of each loss term).
+        (trained model in eval mode, unwrapped from DDP; metrics rows: one dict per epoch with the mean of each term).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rt = runtime or Runtime.detect(device, **({} if workers is None else {"workers": workers}))
+    dev, main = rt.torch_device, distributed.is_main()
+    log = log if main else (lambda *_: None)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    n = len(train_data)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    n, shards = len(train_data), effective_shards(cfg)
     steps_per_epoch = max(1, n // cfg.batch_size)
     model = make_model(cfg, len(train_data.class_names))
     if hasattr(method, "wrap"):  # methods with their own heads/modules (e.g. BLPSeg) wrap the network
         model = method.wrap(model, len(train_data.class_names))
-    model = model.to(device)
+    model = rt.apply(model)
     if init_state is not None:
         model.load_state_dict(init_state)
     opt, sched = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    scaler = rt.scaler()
     rows, start = [], 0
     ckpt_path = run_dir / "ckpt.pt"
     if ckpt_path.exists():  # resume after a kill: nothing finished is lost
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), sched.load_state_dict(ck["sched"])
         rows, start = ck["rows"], ck["epoch"] + 1
         log(f"resuming {run_dir.name} after epoch {start}/{cfg.epochs}")
+    net = distributed.wrap_ddp(model, dev, cfg.sync_bn)
+    loader = None if isinstance(train_data, SplitData) else make_loader(
+        train_data, EpochBatches(n, cfg.batch_size, steps_per_epoch, cfg.seed, shards, distributed.world_size(),
+                                 distributed.rank()), getattr(method, "prepare_item", None), rt.workers,
+        pin_memory=dev.type == "cuda")
+    sync_every = 1 if dev.type == "cpu" else 50
     for epoch in range(start, cfg.epochs):
-        model.train()
+        net.train()
         rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(n)
+        order = rng.permutation(n)  # = loader.epoch_order(n, cfg.seed, epoch)
         flips = rng.random(n) < 0.5 if cfg.flip else np.zeros(n, dtype=bool)  # (in-memory splits)
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and any sampling inside methods
         t0 = time.time()
-        bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
-        batches = epoch_batches(train_data, cfg, epoch, steps_per_epoch, order, flips, device, workers)
+        bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) \
+            if progress and main else None
+        batches = step_batches(train_data, cfg, epoch, steps_per_epoch, order, flips, dev, shards, loader,
+                               rt.channels_last)
         try:
-            steps = fit_epoch(model, opt, batches, method.losses, sched, scaler, device.type,
-                              (lambda s: bar.update(1)) if bar else None)
+            steps = fit_epoch(net, opt, batches, method.losses, sched, scaler, rt.autocast,
+                              (lambda s: bar.update(1)) if bar else None, sync_every)
         except FloatingPointError as e:
             raise FloatingPointError(f"epoch {epoch + 1}: {e}") from None
         if bar:
@@ -242,9 +327,11 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
         row.update({k: v / steps_per_epoch for k, v in sums.items()})
         row["loss"] = sum(v / steps_per_epoch for v in sums.values())
         rows.append(row)
-        _write_csv(run_dir / "metrics.csv", rows)
-        _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                      "epoch": epoch, "rows": rows}, ckpt_path)
+        if main:
+            _write_csv(run_dir / "metrics.csv", rows)
+            _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                          "epoch": epoch, "rows": rows}, ckpt_path)
+        distributed.barrier()
         done = round(20 * (epoch + 1) / cfg.epochs)
         log(f"epoch {epoch + 1:>3}/{cfg.epochs} [{'#' * done}{'.' * (20 - done)}] " + " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "epoch"))

@@ -39,6 +39,7 @@ from scribbleseg.losses import partial_cross_entropy
 from scribbleseg.method import check_choices
 from scribbleseg.models.base import upsample
 from scribbleseg.blpseg.lam import LAM
+from scribbleseg.distributed import unwrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +104,7 @@ class BLPSeg:
         scribble = batch["scribble"]
         size = scribble.shape[-2:]
         grid = (batch["image"].shape[-2] // 4, batch["image"].shape[-1] // 4)
-        out = model(batch["image"], self._sources(scribble, grid, model.seg_head[-1].out_channels))
+        out = model(batch["image"], self._sources(scribble, grid, unwrap(model).seg_head[-1].out_channels))
         logits = upsample(out["logits"], size)                                      # (N, K, H, W)
         scrib = upsample(out["scrib_logits"], size)                                 # (N, K+1, H, W)
         terms = {}

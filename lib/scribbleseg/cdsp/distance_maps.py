@@ -26,7 +26,9 @@ pixels of foreground classes only (background scribbles are not seeds); ``frame_
 counts foreground pixels on the image frame as boundary (the scripts trace OpenCV contours, which run
 along the frame where a region touches it).
 
-Shapes: numpy maps (H, W); :func:`distance_maps` takes (N, H, W) long tensors and returns (N, H, W) float.
+Shapes: numpy maps (H, W); :func:`distance_maps` takes (N, H, W) long tensors and returns (N, H, W) float
+(:meth:`scribbleseg.cdsp.method.CDSP.prepare_item` calls it on one transformed item, N = 1, in the
+DataLoader's workers).
 """
 from __future__ import annotations
 

@@ -12,7 +12,16 @@ of the training split (from :func:`scribbleseg.cdsp.pseudo_labels.pseudo_labels`
 e.g. Table 3's SEAM / AFA / BMP labels). Its ``key`` (a hash of the labels) is its only dataclass
 field, so it enters the experiment key; it is looked up by ``batch["index"]`` and flipped like the
 batch's images (see :mod:`scribbleseg.cdsp.store`). The distance maps d_s, d_c are recomputed from the
-batch's scribbles and pseudo-labels each step (a few ms per image with the EDT).
+batch's scribbles and pseudo-labels each step (a few ms per image with the EDT, on the CPU), unless
+:meth:`CDSP.prepare_item` delivered them.
+
+Per-item fields (:meth:`CDSP.prepare_item`): for a Dataset read through a DataLoader, the loop calls it on
+each transformed item (the crop, after scale / crop / flip) in the worker processes; it delivers
+"distance_s" (H, W) float32, d_s of Eq. (16) from the item's scribble (when ``ds``), and "distance_c",
+d_c of Eq. (14) from the item's "pseudo" (when ``dc`` and the item carries "pseudo"; pseudo-labels looked up
+in the store by index keep d_c in ``losses``), with the method's lambda_s, lambda_c, scribble_seeds and
+frame_is_boundary. The default collate stacks them and ``losses`` uses them as they are: the
+``.cpu().numpy()`` + SciPy EDT leaves the main process's hot path.
 
 Args (dataclass fields; defaults = the paper):
     pseudo: the pseudo-labels (needed by segc, dc and lorm).
@@ -39,13 +48,13 @@ import torch
 
 from scribbleseg.cdsp.distance_entropy import distance_entropy, entropy_map
 from scribbleseg.cdsp.distance_maps import distance_maps
-from scribbleseg.cdsp.lorm import foreground_mask
 from scribbleseg.cdsp.model import CDSPNet
 from scribbleseg.cdsp.store import PseudoLabels
 from scribbleseg.cdsp.supervision import smoothed_cross_entropy
 from scribbleseg.losses import partial_cross_entropy
 from scribbleseg.method import check_choices
 from scribbleseg.models.base import upsample
+from scribbleseg.distributed import unwrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,30 +101,49 @@ class CDSP:
     def wrap(self, base, num_classes: int):
         if not self.lorm:
             return base
-        return CDSPNet(base, self.lorm_features, self.lorm_mask, self.lorm_reduction)
+        return CDSPNet(base, self.lorm_features, self.lorm_mask, self.lorm_reduction, self.lorm_downsample)
+
+    def prepare_item(self, item: dict) -> dict[str, torch.Tensor]:
+        """{"distance_s", "distance_c"} (H, W) float32 of one transformed item (see the module docstring);
+        each only when its term is on and its labels are in the item (and not already delivered)."""
+        scribble = item["scribble"][None] if self.ds and "distance_s" not in item else None   # (1, H, W)
+        pseudo = item["pseudo"][None].long() if self.dc and "pseudo" in item and "distance_c" not in item else None
+        if scribble is None and pseudo is None:
+            return {}
+        d_s, d_c = distance_maps(scribble, pseudo, self.lambda_s, self.lambda_c, self.scribble_seeds,
+                                 self.frame_is_boundary)                         # (16), (14)
+        return {k: d[0] for k, d in (("distance_s", d_s), ("distance_c", d_c)) if d is not None}
+
+    def _distances(self, batch: dict, scribble: torch.Tensor, pseudo: torch.Tensor | None):
+        """(d_s, d_c) (N, H, W): batch["distance_s"] / ["distance_c"] where prepare_item delivered them, the
+        others computed on the batch's labels (None where the term is off)."""
+        d_s, d_c = batch.get("distance_s") if self.ds else None, batch.get("distance_c") if self.dc else None
+        todo_s, todo_c = self.ds and d_s is None, self.dc and d_c is None
+        if todo_s or todo_c:
+            s, c = distance_maps(scribble if todo_s else None, pseudo if todo_c else None, self.lambda_s,
+                                 self.lambda_c, self.scribble_seeds, self.frame_is_boundary)  # (16), (14)
+            d_s, d_c = s if todo_s else d_s, c if todo_c else d_c
+        return d_s, d_c
 
     def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         scribble = batch["scribble"]                                               # (N, H, W)
-        out = model(batch["image"])
-        logits = upsample(out["logits"], scribble.shape[-2:], self.align_corners)  # (N, K, H, W)
         pseudo = self.pseudo.batch_labels(batch) if (self.segc or self.dc or self.lorm) else None
+        if self.lorm and not isinstance(unwrap(model), CDSPNet):
+            raise TypeError("CDSP(lorm=True) needs the network wrapped by CDSP.wrap (a CDSPNet)")
+        out = model(batch["image"], pseudo) if self.lorm else model(batch["image"])  # LoRM inside forward (DDP)
+        logits = upsample(out["logits"], scribble.shape[-2:], self.align_corners)  # (N, K, H, W)
         terms = {}
         if self.segs:
             terms["segs"] = partial_cross_entropy(logits, scribble)                 # (8)
         if self.segc:
             terms["segc"] = smoothed_cross_entropy(logits, pseudo, self.epsilon)    # (9)
         if self.ds or self.dc:
-            d_s, d_c = distance_maps(scribble if self.ds else None, pseudo if self.dc else None, self.lambda_s,
-                                     self.lambda_c, self.scribble_seeds, self.frame_is_boundary)  # (16), (14)
+            d_s, d_c = self._distances(batch, scribble, pseudo)                     # (16), (14)
             h = entropy_map(logits)                                                  # (N, H, W)
             if self.ds:
                 terms["ds"] = distance_entropy(logits, d_s, self.del_count, h)      # (17)
             if self.dc:
                 terms["dc"] = distance_entropy(logits, d_c, self.del_count, h)      # (15)
         if self.lorm:
-            if not isinstance(model, CDSPNet):
-                raise TypeError("CDSP(lorm=True) needs the network wrapped by CDSP.wrap (a CDSPNet)")
-            f = out["lorm_features"]                                                 # (N, C, h, w)
-            mask = foreground_mask(pseudo, f.shape[-2:], self.lorm_downsample)       # (11) M on the feature grid
-            terms["lorm"] = model.lorm(f, mask)[1]                                  # (13)
+            terms["lorm"] = out["lorm"]                                              # (11)-(13), CDSPNet.forward
         return terms                                # (5) L = L_seg + L_lorm + L_de, summed by the loop

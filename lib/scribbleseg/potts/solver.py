@@ -17,6 +17,13 @@ descent at lr 0.075 96.53%, little above the 94.07% of its starting point. So th
 
 Shapes: logits, sigma (N, K, h, w) on the network's grid; seeds (N, h, w) long with IGNORE_INDEX.
 Everything runs under ``torch.enable_grad`` on detached copies: the network gets no gradient here.
+
+Precision: the solver runs in float32 with autocast disabled, whatever autocast the training loop has
+on (mixed precision, :func:`scribbleseg.train.fit_epoch`). Under fp16 autocast the Gram matrix Y Y^T of
+the dense neighbourhood comes out of ``bmm`` in fp16, and the gradient of -ln(y_i.y_j + 1e-6), up to
+1 / 1e-6 = 10^6, overflows fp16 (max 65504) once the pseudo-labels grow confident: inf steps, NaN y.
+fp16 / bf16 inputs are cast to float32 (``.float()``); float32 and float64 pass as they are, so
+outside autocast nothing changes.
 """
 from __future__ import annotations
 
@@ -90,13 +97,23 @@ def solve(logits: torch.Tensor, sigma: torch.Tensor, seeds: torch.Tensor, affini
             (before the step) and after the last one.
 
     Returns:
-        y, detached, equal to the one-hot seed labels on S.
+        y (float32, or float64 for float64 inputs), detached, equal to the one-hot seed labels on S.
     """
+    with torch.autocast(logits.device.type, enabled=False):  # fp32, whatever autocast is on (see Precision)
+        return _solve(_fp32(logits.detach()), _fp32(sigma.detach()), seeds, _fp32(affinity), cfg, history)
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 at least: fp16 / bf16 cast with ``.float()``, float32 / float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _solve(logits: torch.Tensor, sigma: torch.Tensor, seeds: torch.Tensor, affinity: torch.Tensor,
+           cfg: SolverConfig, history: list | None) -> torch.Tensor:
     k = logits.shape[1]
     onehot, seeded = seed_onehot(seeds, k)
-    sigma = sigma.detach()
     with torch.enable_grad():
-        l = logits.detach().clone().requires_grad_(True)
+        l = logits.clone().requires_grad_(True)
         opt = torch.optim.Adam([l], lr=cfg.lr) if cfg.optimizer == "adam" else None
         for _ in range(cfg.steps):
             y = torch.where(seeded, onehot, torch.softmax(l, 1))  # reset S to its labels, y = softmax(l)

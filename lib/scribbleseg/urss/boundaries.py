@@ -29,7 +29,8 @@ batch's colours and ``flip`` (N,) bool (:func:`scribbleseg.train.to_batch`'s ``b
 un-mirrors the flipped samples to recover the stored image exactly (``rgb`` holds uint8 colours),
 looks it up and mirrors its boundaries back. :func:`batch_boundaries` computes B on the batch's
 colours as they are (per batch, no cache): the fallback for batches whose transform crops / scales
-(VOC through a DataLoader), where no stored image exists. :func:`split_boundaries` computes a whole
+(VOC through a DataLoader), where no stored image exists; :meth:`scribbleseg.urss.method.URSS.prepare_item`
+runs it per item on the crop, in the DataLoader's workers. :func:`split_boundaries` computes a whole
 in-memory split (for analysis and figures; flip a row with ``[:, ::-1]`` for a flipped image).
 
 Shapes: image (H, W, 3) uint8 -> (H, W) bool; images (N, H, W, 3) -> (N, H, W); rgb (N, 3, H, W) 0-255.

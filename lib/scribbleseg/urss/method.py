@@ -25,7 +25,8 @@ supplementary material, which we do not have: ours are placeholders to tune):
         :func:`scribbleseg.train.to_batch` mirrored (batch["flip"]) gets the mirrored boundaries of
         its stored image. Fallback: a batch without a "flip" entry (a Dataset read through a
         DataLoader, e.g. VOC with RandomScaleCropFlip, whose crops / scales / flips have no stored
-        counterpart) gets them computed per batch on batch["rgb"] as it is, like "batch".
+        counterpart) gets them computed per batch on batch["rgb"] as it is, like "batch", unless
+        :meth:`URSS.prepare_item` delivered them (below).
         "batch": always recomputed per batch on batch["rgb"] as it is (B of the flipped image for a
         flipped sample; about 0.16-0.2 s per batch of 16 on one core).
     self_supervision: None (stage 1), "eigenspace" (Eq. 9), "features_in" (Eq. 7 on f^{L-1}) or
@@ -42,6 +43,12 @@ supplementary material, which we do not have: ours are placeholders to tune):
         flow through both.
 
 :meth:`URSS.released` sets every released-code option. ``losses`` returns {"ce"} + {"entropy"} + {"ss"}.
+
+Per-item fields (:meth:`URSS.prepare_item`): for a Dataset read through a DataLoader, the loop calls it on
+each transformed item (the crop, after scale / crop / flip) in the worker processes; with the soft entropy
+on it delivers "boundary" (H, W) bool, B of the item's rgb exactly as :meth:`URSS.pseudo_boundaries` would
+compute it per batch, which the default collate stacks and ``losses`` uses as is: SLIC leaves the main
+process's hot path (about 2.5 s a step at crop 465, batch 16).
 """
 from __future__ import annotations
 
@@ -62,12 +69,13 @@ from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, transiti
 from scribbleseg.urss.self_supervision import (feature_consistency, paired, released_eigenspace_loss,
                                                soft_eigenspace_loss)
 from scribbleseg.urss.transforms import TRANSLATIONS, random_transform
+from scribbleseg.distributed import unwrap
 
 
 def grid_stride(model, size: tuple[int, int], grid: tuple[int, int]) -> int:
     """Image pixels per grid cell, for moving an image by whole cells: the model's ``output_stride`` (DeepLab's
     465 px crop at stride 8 gives a 59 x 59 grid, not a divisor), else size / grid when it divides evenly."""
-    stride = getattr(model, "output_stride", None)
+    stride = getattr(unwrap(model), "output_stride", None)  # through a DDP wrapper
     if stride:
         return int(stride)
     if size[0] % grid[0] or size[1] % grid[1] or size[0] // grid[0] != size[1] // grid[1]:
@@ -133,6 +141,17 @@ class URSS:
         if self.boundaries == "cached" and batch.get("flip") is not None:
             return batch_boundaries_cached(batch["rgb"], batch["flip"], self.n_segments, self.compactness)
         return batch_boundaries(batch["rgb"], self.n_segments, self.compactness)
+
+    def prepare_item(self, item: dict) -> dict[str, torch.Tensor]:
+        """{"boundary": (H, W) bool} of one transformed item (rgb (3, H, W) on 0-255), as
+        :meth:`pseudo_boundaries` gives it for a batch of that item; {} when the entropy is not "soft"
+        (no B needed) or the item brings its own "boundary"."""
+        if self.entropy != "soft" or "boundary" in item:
+            return {}
+        one = {"rgb": item["rgb"][None]}                                        # a batch of one, (1, 3, H, W)
+        if item.get("flip") is not None:
+            one["flip"] = torch.as_tensor(item["flip"], dtype=torch.bool).reshape(1)
+        return {"boundary": self.pseudo_boundaries(one)[0]}                     # B of Eq. (3), (H, W)
 
     def _entropy(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         scribble = batch["scribble"]
