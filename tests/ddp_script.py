@@ -63,14 +63,25 @@ def forbid_writes_under(root: Path) -> None:
     builtins.open, torch.save, os.replace = guarded_open, guarded_save, guarded_replace
 
 
+def methods(train_split) -> dict:
+    """Every method of the four papers, smoke-sized; "URSS stage 2" starts from "URSS stage 1" (listed before)."""
+    pseudo = PseudoLabels.from_array(train_split.masks, train_split.images)
+    return {"pCE": PartialCE(), "BLPSeg": BLPSeg(), "URSS stage 1": URSS(random_walk="paper", entropy="soft"),
+            "CDSP": CDSP(pseudo=pseudo), "Potts GD": PottsGD(neighbourhood="grid"),
+            "Potts self-labelling": SelfLabeling(steps=5),
+            "URSS stage 2": URSS(random_walk="paper", entropy="soft", self_supervision="eigenspace",
+                                 transform="random")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--kill", default=None, help="RANK:STEP")
+    ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per rank)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rt = Runtime.detect("cpu", workers=0)  # starts the gloo group under torchrun
+    rt = Runtime.detect(args.device, workers=0)  # starts the process group under torchrun
     if not distributed.is_main():
         forbid_writes_under(cache_root())
     seen, grad_gap = [], [0.0]
@@ -85,13 +96,8 @@ def main() -> None:
     register_optimizer_step_pre_hook(fingerprint)
     kill = tuple(map(int, args.kill.split(":"))) if args.kill else None
 
-    train_split = load_embedded(DATA, "train")
-    pseudo = PseudoLabels.from_array(train_split.masks, train_split.images)
-    methods = {"pCE": PartialCE(), "BLPSeg": BLPSeg(), "URSS stage 1": URSS(random_walk="paper", entropy="soft"),
-               "CDSP": CDSP(pseudo=pseudo), "Potts GD": PottsGD(neighbourhood="grid"),
-               "Potts self-labelling": SelfLabeling(steps=5)}
-    stage2 = URSS(random_walk="paper", entropy="soft", self_supervision="eigenspace", transform="random")
-    for cls in {type(m) for m in methods.values()}:  # each class once (URSS serves both stages)
+    methods_ = methods(load_embedded(DATA, "train"))
+    for cls in {type(m) for m in methods_.values()}:  # each class once (URSS serves both stages)
         original = cls.losses
 
         def recording(self, model, batch, _original=original):
@@ -104,10 +110,9 @@ def main() -> None:
     cfg = TrainConfig(width=4, epochs=2, batch_size=8, lr=1e-2, shards=args.shards)
     quiet = {"log": lambda *_: None, "runtime": rt}
     results = {}
-    for name, m in methods.items():
-        results[name] = run_experiment(DATA, ScribbleVariant(), cfg, m, **quiet)
-    results["URSS stage 2"] = run_experiment(DATA, ScribbleVariant(), cfg, stage2, init=results["URSS stage 1"],
-                                             **quiet)
+    for name, m in methods_.items():
+        results[name] = run_experiment(DATA, ScribbleVariant(), cfg, m, init=results.get("URSS stage 1")
+                                       if name == "URSS stage 2" else None, **quiet)
     every_seen = distributed.all_gather_objects(seen)
     if distributed.is_main():
         args.out.write_text(json.dumps({

@@ -1,13 +1,16 @@
 """Tests for scribbleseg.lab.config (parameters) and scribbleseg.lab.results (results schema)."""
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from scribbleseg.lab.config import (FrozenDict, ParamsError, freeze, freeze_parameters, load_params, notebook_key,
-                                notebook_parameters, repo_root, thaw)
+from scribbleseg.lab import config
+from scribbleseg.lab.config import (DEFAULT_PROFILE, REPLACE_KEY, FrozenDict, ParamsError, Replace, freeze,
+                                    freeze_parameters, headless, injected, load_params, notebook_key,
+                                    notebook_parameters, repo_root, thaw)
 from scribbleseg.lab.results import Table, figures_dir, format_table, results_path, write_results
 
 PARAMS_CELL = 'seeds = [0, 1, 2]\nsteps = 100\nlr = 0.01\nname = "base"\nmodel = None\nuse_crf = False\n'
@@ -144,6 +147,58 @@ def test_freeze_parameters_reads_the_names_from_the_parameters_cell(repo):
         freeze_parameters("P", nb, {k: v for k, v in namespace.items() if k != "steps"})
 
 
+def test_replace_has_a_plain_yaml_spelling(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb", DICT_CELL)
+    write_yaml(repo, "smoke", "01_baselines", "variants: {__replace__: {c: {t: 0.2}}}\n")
+    got = load_params(nb, "smoke")
+    assert got == {"variants": {"c": {"t": 0.2}}} and isinstance(got["variants"], Replace)
+    assert injected(got) == {"variants": {REPLACE_KEY: {"c": {"t": 0.2}}}}  # what papermill gets
+
+
+def test_yaml_profile_must_be_its_folder(repo):
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb", 'profile = "scratch"\n' + PARAMS_CELL)
+    write_yaml(repo, "smoke", "01_baselines", "profile: smoke\nsteps: 3\n")
+    assert load_params(nb, "smoke") == {"profile": "smoke", "steps": 3}
+    path = write_yaml(repo, "cpu", "01_baselines", "profile: smoke\nsteps: 3\n")  # copied from smoke, not fixed
+    with pytest.raises(ParamsError) as e:
+        load_params(nb, "cpu")
+    assert str(path) in str(e.value) and "'smoke'" in str(e.value) and "profile: cpu" in str(e.value)
+    plain = write_notebook(repo / "notebooks" / "02_plain.ipynb")  # no profile parameter: the line sets nothing
+    write_yaml(repo, "cpu", "02_plain", "profile: cpu\n")
+    assert load_params(plain, "cpu") == {}
+
+
+def test_freeze_parameters_merges_what_plain_papermill_injects(repo):
+    """``papermill -f params/<profile>/x.yaml`` injects the yaml as it is: the kernel merges it as the runner does."""
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb", DICT_CELL)
+    write_yaml(repo, "smoke", "01_baselines", "data: {n_train: 48}\ntrain: {epochs: 1, optimizer: sgd}\n"
+                                              "variants: {__replace__: {c: {t: 0.2}}}\n")
+    defaults = notebook_parameters(nb)
+    plain = freeze_parameters("P", nb, {**defaults, "data": {"n_train": 48}, "train": {"epochs": 1, "optimizer": "sgd"},
+                                        "variants": {REPLACE_KEY: {"c": {"t": 0.2}}}})
+    runner = freeze_parameters("P", nb, {**defaults, **injected(load_params(nb, "smoke"))})
+    assert thaw(plain) == thaw(runner) == {"data": {"n_train": 48, "n_val": 400, "hue": 0.05},
+                                           "train": {"epochs": 1, "lr": 0.002, "optimizer": "sgd"},
+                                           "variants": {"c": {"t": 0.2}}}
+    with pytest.raises(ParamsError) as e:
+        freeze_parameters("P", nb, {**defaults, "data": {"n_trian": 48}, "train": 3})
+    assert "data.'n_trian'" in str(e.value) and "'train' expects dict" in str(e.value)
+
+
+def test_headless_is_a_run_setting(repo, monkeypatch):
+    monkeypatch.delenv("SCRIBBLESEG_BATCH", raising=False)
+    monkeypatch.setitem(config._RUN, "headless", False)
+    nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb", PARAMS_CELL + "headless = False\n")
+    defaults = notebook_parameters(nb)
+    assert not headless()
+    P = freeze_parameters("P", nb, {**defaults, "headless": True})  # as the runner injects it
+    assert headless() and "headless" not in thaw(P)                 # applied, not frozen (nor in results files)
+    freeze_parameters("P", nb, defaults)                            # by hand: interactive again
+    assert not headless()
+    monkeypatch.setenv("SCRIBBLESEG_BATCH", "1")                    # make test's nbval runs
+    assert headless()
+
+
 def test_load_params_missing_yaml_and_unknown_profile(repo):
     nb = write_notebook(repo / "notebooks" / "01_baselines.ipynb")
     with pytest.raises(ParamsError, match="params/cpu/01_baselines.yaml"):
@@ -207,9 +262,23 @@ def test_results_and_figures_paths(repo):
     assert (repo / "figures" / "blpseg").is_dir()
 
 
-def test_commit_is_dirty_only_for_code_changes(tmp_path):
-    import subprocess
+def test_default_profile_never_writes_the_committed_outputs(repo):
+    """A notebook run without a profile (JupyterLab, plain papermill) writes to build/scratch/, which git ignores."""
+    real = Path(__file__).resolve().parents[1]
+    nb = "notebooks/blpseg/01_table1_ablation.ipynb"
+    for profile in (DEFAULT_PROFILE, "smoke", "paper"):
+        res, fig = results_path(nb, profile), figures_dir(nb, profile)
+        assert res != results_path(nb, "cpu") and fig != figures_dir(nb, "cpu")
+        for path in (res, fig / "x.png"):
+            rel = path.relative_to(repo).as_posix()
+            assert rel.startswith(f"build/{profile}/")
+            ignored = subprocess.run(["git", "check-ignore", "-q", rel], cwd=real).returncode
+            assert ignored == 0, f"{rel} is not git-ignored"
+    for path in (results_path(nb, "cpu"), figures_dir(nb, "cpu") / "x.png"):  # the committed ones are not ignored
+        assert subprocess.run(["git", "check-ignore", "-q", path.relative_to(repo).as_posix()], cwd=real).returncode == 1
 
+
+def test_commit_is_dirty_only_for_code_changes(tmp_path):
     from scribbleseg.lab.results import _git_commit
 
     def git(*a):

@@ -6,7 +6,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from scribbleseg.lab.config import load_params, notebook_key, notebook_parameters
+from papermill.iorw import read_yaml_file
+
+from scribbleseg.lab import config
+from scribbleseg.lab.config import DEFAULT_PROFILE, RUN_SETTINGS, freeze_parameters, load_params, notebook_key, \
+    notebook_parameters, thaw
+from scribbleseg.lab.run import run_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -43,3 +48,34 @@ def test_nbval_reference_exists_and_is_current(nb):
     got = [c.source for c in nbformat.read(str(ref), as_version=4).cells
            if "injected-parameters" not in c.metadata.get("tags", [])]
     assert src == got, f"{ref} is stale (the notebook's code changed): run `make references`"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_run_without_profile_keeps_the_committed_outputs(nb):
+    """The parameters cell defaults to the scratch profile (build/scratch/, git-ignored) and to interactive use, and
+    the committed copy's injected cell (the cpu run's) sets neither: JupyterLab or plain papermill without a profile
+    never writes over results/ and figures/."""
+    cells = nbformat.read(str(nb), as_version=4).cells
+    params = notebook_parameters(nb)
+    assert params["profile"] == DEFAULT_PROFILE and params["headless"] is False
+    for cell in cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            assigned = {t.id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign) for t in n.targets}
+            assert not assigned & {"profile", *RUN_SETTINGS}, f"{nb.name}: its injected cell sets {assigned}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_plain_papermill_with_a_profile_yaml_matches_the_runner(nb, profile, monkeypatch):
+    """``papermill nb.ipynb out.ipynb -f params/<profile>/x.yaml`` (papermill's own yaml loader, no merging) gives the
+    notebook the parameters ``python -m scribbleseg.lab.run --profile <profile>`` gives it, profile included."""
+    monkeypatch.setenv("SCRIBBLESEG_ROOT", str(ROOT))
+    monkeypatch.setitem(config._RUN, "headless", False)  # freeze_parameters applies the runner's headless = True
+    yaml_path = ROOT / "params" / profile / f"{notebook_key(nb)}.yaml"
+    plain = read_yaml_file(str(yaml_path)) or {}
+    assert plain.get("profile") == profile, f"{yaml_path} must state `profile: {profile}`"
+    defaults = notebook_parameters(nb)
+    by_papermill = freeze_parameters("P", nb, {**defaults, **plain})
+    by_runner = freeze_parameters("P", nb, {**defaults, **run_parameters(nb, profile)})
+    assert by_papermill.profile == profile
+    assert thaw(by_papermill) == thaw(by_runner)

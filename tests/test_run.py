@@ -1,13 +1,17 @@
 """End-to-end tests of ``python -m scribbleseg.lab.run`` on tiny notebooks, with real papermill."""
+import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 
-from scribbleseg.lab import run
+from scribbleseg.lab import config, run
+from scribbleseg.lab.config import REPLACE_KEY, freeze_parameters
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,20 +50,22 @@ def outputs(path: Path) -> str:
 
 
 BODY = ('import os\n'
-        'print(f"steps={steps} profile={profile} env={os.environ[\'SCRIBBLESEG_PROFILE\']} '
+        'print(f"steps={steps} profile={profile} headless={headless} env={os.environ.get(\'SCRIBBLESEG_PROFILE\')} '
         'cwd={os.path.basename(os.getcwd())}")')
+PARAMS = 'steps = 3\nprofile = "scratch"\nheadless = False\n'
 
 
 def test_run_stamp_skip_force(repo, capsys):
-    add_notebook(repo, "blpseg/t1", 'steps = 3\nprofile = "paper"\n', BODY, {"cpu": "steps: 7\n"})
+    add_notebook(repo, "blpseg/t1", PARAMS, BODY, {"cpu": "profile: cpu\nsteps: 7\n"})
     executed = repo / "build" / "notebooks" / "cpu" / "blpseg" / "t1.ipynb"
     stamp = repo / "build" / "stamps" / "cpu" / "blpseg" / "t1.done"
 
     assert run.main(["--profile", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "[1/1] notebooks/blpseg/t1.ipynb (profile cpu)" in out
-    assert "steps=7 profile=cpu env=cpu cwd=blpseg" in out  # streamed while running
-    assert "steps=7 profile=cpu env=cpu cwd=blpseg" in outputs(executed)
+    # settings arrive as parameters (profile, headless), none through the environment
+    assert "steps=7 profile=cpu headless=True env=None cwd=blpseg" in out  # streamed while running
+    assert "steps=7 profile=cpu headless=True env=None cwd=blpseg" in outputs(executed)
     assert stamp.is_file()
 
     assert run.main(["--profile", "cpu", "notebooks/blpseg/t1.ipynb"]) == 0
@@ -114,3 +120,71 @@ def test_failure_reported_and_references_scrubbed(repo, capsys):
         assert "execution" not in cell.metadata
         assert "start_time" not in cell.metadata.get("papermill", {})
     assert (repo / "build/stamps/smoke/01_ok.done").is_file()
+
+
+def fake_papermill(monkeypatch) -> list[dict]:
+    """Replace papermill.execute_notebook by a recorder of its arguments and of the environment it ran in."""
+    calls = []
+
+    def execute_notebook(input_path, output_path, **kw):
+        calls.append({"input": input_path, "output": output_path, "environ": dict(os.environ), **kw})
+        Path(output_path).write_bytes(Path(input_path).read_bytes())
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+def test_kernel_option_reaches_papermill_and_settings_come_as_parameters(repo, monkeypatch, capsys):
+    add_notebook(repo, "01_nb", PARAMS + 'variants = {"a": 1, "b": 2}\n', "print(steps)",
+                 {"smoke": "profile: smoke\nsteps: 1\nvariants: {__replace__: {c: 3}}\n"})
+    monkeypatch.setattr(run, "find_kernel_specs", lambda: {"python3": "/k/python3", "gpu-env": "/k/gpu-env"})
+    calls = fake_papermill(monkeypatch)
+    before = dict(os.environ)
+
+    assert run.main(["--profile", "smoke", "--kernel", "gpu-env"]) == 0
+    assert "(profile smoke, kernel gpu-env)" in capsys.readouterr().out
+    (call,) = calls
+    assert call["kernel_name"] == "gpu-env" and call["cwd"] == str(repo / "notebooks")
+    assert call["parameters"] == {"profile": "smoke", "steps": 1, "variants": {REPLACE_KEY: {"c": 3}},
+                                  "headless": True}
+    assert call["environ"] == before == dict(os.environ)  # nothing set for the kernel, nothing left behind
+    # the kernel side: what papermill injects gives the notebook the runner's parameters
+    monkeypatch.setitem(config._RUN, "headless", False)
+    P = freeze_parameters("P", repo / "notebooks" / "01_nb.ipynb", call["parameters"])
+    assert (P.profile, P.steps, dict(P.variants)) == ("smoke", 1, {"c": 3}) and not hasattr(P, "headless")
+
+    assert run.main(["--profile", "smoke", "--kernel", "gpu-env"]) == 0
+    assert "skip (done)" in capsys.readouterr().out and len(calls) == 1
+    assert run.main(["--profile", "smoke"]) == 0  # the default kernel: another kernel is another stamp
+    assert calls[-1]["kernel_name"] == "python3" and len(calls) == 2
+
+
+def test_unknown_kernel_fails_before_execution(repo, monkeypatch, capsys):
+    add_notebook(repo, "01_nb", PARAMS, "print(steps)", {"smoke": ""})
+    calls = fake_papermill(monkeypatch)
+    assert run.main(["--profile", "smoke", "--kernel", "no-such-kernel"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown kernel 'no-such-kernel'" in err and "python3" in err and "nothing was executed" in err
+    assert not calls
+
+
+def test_a_notebook_without_run_settings_gets_only_its_yaml(repo, monkeypatch):
+    add_notebook(repo, "01_nb", "steps = 3\n", "print(steps)", {"smoke": "profile: smoke\nsteps: 1\n"})
+    calls = fake_papermill(monkeypatch)
+    assert run.main(["--profile", "smoke"]) == 0
+    assert calls[0]["parameters"] == {"steps": 1}  # no unknown parameters for papermill to warn about
+
+
+def test_committed_cpu_copy_reruns_into_scratch(repo):
+    """The cpu run is written back to notebooks/ without its run settings: run by hand or by plain papermill without
+    a profile, that copy keeps the notebook's default profile and so never writes over the committed results."""
+    nb = add_notebook(repo, "01_nb", PARAMS, BODY, {"cpu": "profile: cpu\nsteps: 7\n"})
+    assert run.main(["--profile", "cpu"]) == 0
+    (injected,) = [c.source for c in nbformat.read(str(nb), as_version=4).cells
+                   if "injected-parameters" in c.metadata.get("tags", [])]
+    assigned = [t.id for n in ast.parse(injected).body for t in n.targets]
+    assert assigned == ["steps"] and 'profile = "cpu"' in injected  # the latter in the comment saying what ran
+    assert "steps=7 profile=cpu headless=True" in outputs(nb)      # the stored outputs are the cpu run's
+
+    rerun = repo / "build" / "by_hand.ipynb"
+    papermill.execute_notebook(str(nb), str(rerun), cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
+    assert "steps=7 profile=scratch headless=False" in outputs(rerun)

@@ -8,6 +8,7 @@ that a change in machine load hits all methods alike; the median is reported.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
@@ -15,8 +16,13 @@ import time
 import torch
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_steps(methods: dict, model: torch.nn.Module, batch: dict, repeats: int = 5, warmup: int = 1,
-               lr: float = 1e-4) -> dict[str, float]:
+               lr: float = 1e-4, runtime=None) -> dict[str, float]:
     """Median seconds of one training step (forward, the method's losses, backward, SGD step) per method.
 
     Args:
@@ -24,20 +30,32 @@ def time_steps(methods: dict, model: torch.nn.Module, batch: dict, repeats: int 
         model: the network (copied per method, so every method starts from the same weights).
         batch: one training batch (see :func:`scribbleseg.train.to_batch`).
         repeats, warmup: timed and untimed steps per method.
+        runtime: a :class:`~scribbleseg.runtime.Runtime` whose autocast and GradScaler the steps use (default: none);
+            on CUDA every timed step ends with a synchronize, so the time is the GPU's.
 
     Returns:
         name -> median seconds per step.
     """
     nets = {k: copy.deepcopy(model).train() for k in methods}
     opts = {k: torch.optim.SGD(nets[k].parameters(), lr=lr) for k in methods}
+    device = next(model.parameters()).device
+    autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
+    scaler = runtime.scaler() if runtime is not None else None
     times: dict[str, list[float]] = {k: [] for k in methods}
     for r in range(warmup + repeats):
         for k, m in methods.items():
+            synchronize(device)
             t0 = time.perf_counter()
-            loss = sum(m.losses(nets[k], batch).values())
+            with autocast():
+                loss = sum(m.losses(nets[k], batch).values())
             opts[k].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[k].step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opts[k]), scaler.update()
+            else:
+                loss.backward()
+                opts[k].step()
+            synchronize(device)
             if r >= warmup:
                 times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}

@@ -13,7 +13,20 @@ A profile yaml overrides only what it changes: a dict-valued parameter deep-merg
 default (``dataset: {n_train: 48}`` changes one knob), and an unknown nested key is an error naming the
 key and the file. Nested keys are those of the notebook's default, except that a training-recipe dict
 (every default key a :class:`~scribbleseg.train.TrainConfig` field) accepts any TrainConfig field. A
-mapping tagged ``!replace`` (``variants: !replace {...}``) replaces the default instead of merging.
+mapping ``{__replace__: {...}}`` (``variants: {__replace__: {...}}``; for the runner also the tag
+``variants: !replace {...}``) replaces the default instead of merging.
+
+Each profile yaml states its profile (``profile: paper`` in ``params/paper/...``; another value is an
+error), so a yaml given to plain papermill (``papermill nb.ipynb out.ipynb -f params/paper/x.yaml``) sets
+the profile too, and :func:`freeze_parameters` does the deep merge in the kernel: plain papermill and
+``python -m scribbleseg.lab.run`` give the notebook the same parameters. A notebook run without a profile
+keeps its default :data:`DEFAULT_PROFILE` (``"scratch"``), whose results and figures go to the git-ignored
+``build/scratch/``: only ``--profile cpu`` (or a params/cpu yaml) writes the committed ones.
+
+Run settings (:data:`RUN_SETTINGS`: ``headless``) are notebook parameters too, so that they reach any
+kernel, local, named or remote (no environment variables): the runner injects ``headless = True``;
+:func:`freeze_parameters` applies them (:func:`headless`) and leaves them out of ``P``, so results do not
+depend on how a notebook was run.
 
 ``freeze`` builds a frozen dataclass: lists/tuples become tuples, sets become
 frozensets and dicts become :class:`FrozenDict` (a hashable read-only
@@ -21,7 +34,8 @@ mapping), recursively, so ``P`` is immutable and hashable. ``thaw(P)`` gives
 back plain JSON-able dicts and lists.
 
 Paths are relative to :func:`repo_root`: ``$SCRIBBLESEG_ROOT`` if set, else the
-nearest folder above the working directory holding ``pyproject.toml``.
+nearest folder above the working directory holding ``pyproject.toml`` (papermill runs a notebook in its
+folder, so a kernel finds the repository without any environment variable).
 """
 from __future__ import annotations
 
@@ -40,7 +54,25 @@ from scribbleseg.files import repo_root, stable_hash  # noqa: F401  (re-exported
 from scribbleseg.train import TrainConfig
 
 __all__ = ["ParamsError", "FrozenDict", "Replace", "freeze", "freeze_parameters", "thaw", "repo_root", "notebook_key",
-           "notebook_parameters", "load_params"]
+           "notebook_parameters", "load_params", "injected", "headless", "DEFAULT_PROFILE", "RUN_SETTINGS",
+           "REPLACE_KEY"]
+
+DEFAULT_PROFILE = "scratch"
+"""The ``profile`` default of every notebook's parameters cell: a run without a profile (JupyterLab, plain
+papermill) writes to the git-ignored ``build/scratch/``, never over the committed cpu results."""
+RUN_SETTINGS = ("headless",)
+"""Parameters that say how a notebook runs, not what it computes: applied by :func:`freeze_parameters`,
+not frozen into ``P`` (nor written to results files)."""
+REPLACE_KEY = "__replace__"
+"""``{REPLACE_KEY: {...}}``: the plain-yaml (and injected) spelling of ``!replace {...}``."""
+_RUN = {"headless": False}
+
+
+def headless() -> bool:
+    """True when nobody watches the kernel: the notebook's ``headless`` parameter (``True`` under
+    ``python -m scribbleseg.lab.run``, set by :func:`freeze_parameters`) or ``$SCRIBBLESEG_BATCH=1``
+    (``make test``'s nbval runs). Then no widgets and no progress bars that would fill the stored outputs."""
+    return bool(_RUN["headless"]) or os.environ.get("SCRIBBLESEG_BATCH") == "1"
 
 
 class ParamsError(ValueError):
@@ -159,7 +191,29 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class Replace(dict):
-    """A yaml mapping tagged ``!replace``: it replaces the notebook's dict instead of merging into it."""
+    """A yaml mapping tagged ``!replace`` (or ``{__replace__: {...}}``): it replaces the notebook's dict instead
+    of merging into it. :func:`injected` writes it as ``{"__replace__": {...}}`` for papermill."""
+
+
+def _replacement(value: Any) -> Replace | None:
+    """``value`` as a :class:`Replace` if it is one or spells one (``{REPLACE_KEY: mapping}``), else None."""
+    if isinstance(value, Replace):
+        return value
+    if isinstance(value, dict) and set(value) == {REPLACE_KEY} and isinstance(value[REPLACE_KEY], dict):
+        return Replace(value[REPLACE_KEY])
+    return None
+
+
+def injected(value: Any) -> Any:
+    """``value`` as papermill should inject it: every :class:`Replace` (which papermill would write as a plain
+    dict, to be merged again by :func:`freeze_parameters`) spelt ``{REPLACE_KEY: {...}}``."""
+    if isinstance(value, Replace):
+        return {REPLACE_KEY: {k: injected(v) for k, v in value.items()}}
+    if isinstance(value, dict):
+        return {k: injected(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [injected(v) for v in value]
+    return value
 
 
 class _Loader(yaml.SafeLoader):
@@ -171,10 +225,11 @@ RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def merge_override(default: Any, value: Any, where: str, problems: list[str]) -> Any:
-    """``value`` deep-merged into ``default`` (dicts merge key by key; anything else, or a :class:`Replace`,
-    replaces). Unknown nested keys are appended to ``problems`` as "unknown key 'a.b' ..." lines."""
-    if isinstance(value, Replace):
-        return dict(value)
+    """``value`` deep-merged into ``default`` (dicts merge key by key; anything else, or a :class:`Replace` or its
+    ``{REPLACE_KEY: ...}`` spelling, replaces). Merging a merged value again changes nothing. Unknown nested keys
+    are appended to ``problems`` as "unknown key 'a.b' ..." lines."""
+    if (replacement := _replacement(value)) is not None:
+        return replacement
     if not (isinstance(default, dict) and isinstance(value, dict)):
         return value
     allowed = set(default) | (RECIPE_FIELDS if default and set(default) <= RECIPE_FIELDS else set())
@@ -183,7 +238,8 @@ def merge_override(default: Any, value: Any, where: str, problems: list[str]) ->
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else f"valid keys: {', '.join(sorted(allowed))}"
-            problems.append(f"unknown key {where}.{key!r} ({hint}; tag the mapping !replace to replace it whole)")
+            problems.append(f"unknown key {where}.{key!r} ({hint}; to replace {where} whole, write "
+                            f"{where}: {{{REPLACE_KEY}: {{...}}}} or tag the mapping !replace)")
         else:
             out[key] = merge_override(default.get(key), v, f"{where}.{key}", problems)
     return out
@@ -191,15 +247,36 @@ def merge_override(default: Any, value: Any, where: str, problems: list[str]) ->
 
 def freeze_parameters(name: str, notebook: str | os.PathLike, namespace: Mapping[str, Any]) -> Any:
     """:func:`freeze` of the parameters a notebook declares in its ``parameters`` cell, with their current
-    values in ``namespace`` (the notebook's ``globals()``, after papermill's injected overrides)."""
+    values in ``namespace`` (the notebook's ``globals()``, after papermill's injected overrides).
+
+    The values are checked and merged as :func:`load_params` does with a profile yaml: a dict value
+    deep-merges into the cell's default (so ``papermill -f params/<profile>/x.yaml`` gives the notebook what
+    the runner gives it; the runner's values are merged already and stay as they are), ``{__replace__: ...}``
+    replaces it, and a wrong type or an unknown nested key is a :class:`ParamsError`.
+    :data:`RUN_SETTINGS` (``headless``) are applied (see :func:`headless`) and left out of the result.
+    """
     path = Path(notebook)
     if not path.is_absolute() and path.parts[:1] == ("notebooks",):
         path = repo_root() / path
-    names = list(notebook_parameters(path))
-    missing = [n for n in names if n not in namespace]
+    defaults = notebook_parameters(path)
+    missing = [n for n in defaults if n not in namespace]
     if missing:
         raise ParamsError(f"{notebook}: parameter(s) {missing} are not defined: run the parameters cell first")
-    return freeze(name, **{n: namespace[n] for n in names})
+    problems, values = [], {}
+    for key, default in defaults.items():
+        value = namespace[key]
+        if (why := _type_error(key, default, value)) is not None:
+            problems.append(f"wrong type: {why}")
+        else:
+            values[key] = merge_override(default, value, key, problems)
+    if problems:
+        raise ParamsError(f"{notebook}: parameters given to the notebook (papermill's injected cell, or an unsaved "
+                          "edit of the parameters cell: defaults are read from the saved file):\n  "
+                          + "\n  ".join(problems))
+    for key in RUN_SETTINGS:
+        if key in values:
+            _RUN[key] = values.pop(key)
+    return freeze(name, **values)
 
 
 def _type_error(key: str, default: Any, value: Any) -> str | None:
@@ -208,7 +285,7 @@ def _type_error(key: str, default: Any, value: Any) -> str | None:
         return None
     if isinstance(default, float) and type(value) is int:
         return None
-    if isinstance(default, (list, tuple)) and isinstance(value, list):
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return None
     if isinstance(default, dict) and isinstance(value, dict):
         return None
@@ -233,10 +310,10 @@ def load_params(notebook: str | os.PathLike, profile: str,
                 params_root: str | os.PathLike = Path("params")) -> dict[str, Any]:
     """Validated overrides of ``params/<profile>/<notebook key>.yaml`` for ``notebook``.
 
-    Returns only the overrides (what papermill injects), not the defaults; a dict-valued override comes
-    back merged into the notebook's default dict (see the module docstring).
-    Raises :class:`ParamsError` for an unknown profile, a missing file, an unknown
-    key (with the closest valid names) or a value of the wrong type.
+    Returns only the overrides (what papermill injects, after :func:`injected`), not the defaults; a dict-valued
+    override comes back merged into the notebook's default dict (see the module docstring).
+    Raises :class:`ParamsError` for an unknown profile, a missing file, a ``profile:`` other than the folder's,
+    an unknown key (with the closest valid names) or a value of the wrong type.
     """
     params_root = check_profile(profile, params_root)
     yaml_path = params_root / profile / f"{notebook_key(notebook)}.yaml"
@@ -252,7 +329,12 @@ def load_params(notebook: str | os.PathLike, profile: str,
                           f"got {type(overrides).__name__}")
     defaults = notebook_parameters(notebook)
     problems, merged = [], {}
+    if "profile" in overrides and overrides["profile"] != profile:
+        raise ParamsError(f"{yaml_path}: says profile: {overrides['profile']!r} but lies in {params_root / profile}; "
+                          f"a yaml states the profile of its folder (profile: {profile})")
     for key, value in overrides.items():
+        if key == "profile" and key not in defaults:
+            continue  # the notebook has no profile parameter: nothing to set
         if key not in defaults:
             close = difflib.get_close_matches(str(key), defaults, n=3)
             hint = f"did you mean {', '.join(close)}?" if close else \

@@ -12,6 +12,7 @@ import numpy as np
 
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.io import voc_palette
+from scribbleseg.lab.config import headless
 
 _PAL = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
@@ -120,13 +121,13 @@ def interactive(draw, **sliders):
     """A widget cell that still draws a plain figure headless.
 
     Calls ``draw()`` with its defaults and returns that Figure (it is what papermill / nbval store).
-    In an interactive Jupyter session (ipywidgets importable; not under ``scribbleseg.lab.run`` or ``make test``,
-    which set SCRIBBLESEG_BATCH=1 so that stored outputs hold no widget state) it also shows ``ipywidgets.interact(draw, **sliders)`` below it, e.g. ``gamma=(0.0, 5.0, 0.5)``.
+    In an interactive Jupyter session (ipywidgets importable; not :func:`~scribbleseg.lab.config.headless`, as under
+    ``scribbleseg.lab.run``, which injects ``headless = True``, or ``make test``, which sets SCRIBBLESEG_BATCH=1, so
+    that stored outputs hold no widget state) it also shows ``ipywidgets.interact(draw, **sliders)`` below it, e.g.
+    ``gamma=(0.0, 5.0, 0.5)``.
     """
-    import os
-
     fig = draw()
-    if os.environ.get("SCRIBBLESEG_BATCH") != "1":
+    if not headless():
         try:
             import ipywidgets
             from IPython import get_ipython

@@ -119,8 +119,9 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
 
 
 def _out_root(profile: str) -> Path:
-    """Committed outputs for the ``cpu`` profile; ``build/<profile>/`` for the others (smoke runs in
-    tests and a user's paper runs must not overwrite the committed results and figures)."""
+    """Committed outputs for the ``cpu`` profile; the git-ignored ``build/<profile>/`` for the others (smoke runs in
+    tests, a user's paper runs and runs without a profile, whose default is ``scratch``, must not overwrite the
+    committed results and figures)."""
     return repo_root() if profile == "cpu" else repo_root() / "build" / profile
 
 

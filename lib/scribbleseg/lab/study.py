@@ -12,7 +12,7 @@ from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import RunResult, run_experiment
 from scribbleseg.lab.results import Table
 from scribbleseg.train import TrainConfig
-from scribbleseg.lab.config import thaw
+from scribbleseg.lab.config import headless, thaw
 from scribbleseg.data.embedded import embedded_config
 from scribbleseg.experiment import VOCData
 
@@ -72,13 +72,13 @@ def values(runs: list[RunResult], metric: str = "miou") -> list[float]:
 
 
 def progress_bar():
-    """The tqdm factory for notebooks: a widget bar per epoch when interactive; None under
-    ``scribbleseg.lab.run`` (SCRIBBLESEG_BATCH=1), where the kernel would store every bar update in the
-    notebook: there the one line per epoch, which carries its own epoch bar, shows progress."""
+    """The tqdm factory for notebooks: a widget bar per epoch when interactive; None when
+    :func:`~scribbleseg.lab.config.headless` (under ``scribbleseg.lab.run``, which injects ``headless = True``,
+    or with SCRIBBLESEG_BATCH=1), where the kernel would store every bar update in the notebook: there the one
+    line per epoch, which carries its own epoch bar, shows progress. Call it after ``freeze_parameters``."""
     import functools
-    import os
 
-    if os.environ.get("SCRIBBLESEG_BATCH") == "1":
+    if headless():
         return None
     from tqdm.auto import tqdm
 
