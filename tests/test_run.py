@@ -188,3 +188,26 @@ def test_committed_cpu_copy_reruns_into_scratch(repo):
     rerun = repo / "build" / "by_hand.ipynb"
     papermill.execute_notebook(str(nb), str(rerun), cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
     assert "steps=7 profile=scratch headless=False" in outputs(rerun)
+
+
+def test_under_torchrun_only_rank_zero_keeps_outputs_stamps_and_results(repo, monkeypatch):
+    """``torchrun --nproc_per_node=N -m scribbleseg.lab.run``: every rank runs every notebook (their kernels
+    inherit RANK, so the training inside is data-parallel); rank 0 alone writes the executed copy, the stamp, the
+    cpu copy, the results JSON and the figures."""
+    from scribbleseg.lab import plots, results
+
+    nb = add_notebook(repo, "01_nb", "steps = 3\n", "print(steps)", {"cpu": "profile: cpu\n"})
+    original = nb.read_bytes()
+    calls = fake_papermill(monkeypatch)
+    monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run.main(["--profile", "cpu"]) == 0
+    assert calls[0]["output"] == str(repo / "build/notebooks/cpu/rank1/01_nb.ipynb")
+    assert not (repo / "build/stamps").exists() and nb.read_bytes() == original
+    results.write_results(repo / "r.json", nb, "cpu", {}, [])
+    fig = plots.bar_with_std(["a"], [1.0], [0.0])
+    plots.save(fig, repo / "f.png")
+    assert not (repo / "r.json").exists() and not (repo / "f.png").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert run.main(["--profile", "cpu"]) == 0
+    assert calls[-1]["output"] == str(repo / "build/notebooks/cpu/01_nb.ipynb")
+    assert (repo / "build/stamps/cpu/01_nb.done").is_file()

@@ -26,13 +26,18 @@ from torch import nn
 
 
 def world_size() -> int:
-    """Number of processes of the job (1 without torchrun)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """Number of processes of the job (1 without torchrun; torchrun's WORLD_SIZE before the group starts)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
-    """This process's rank (0 without torchrun)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank (0 without torchrun; torchrun's RANK before the group starts, e.g. in a notebook
+    kernel started by a runner under torchrun, which inherits the environment)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_main() -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from scribbleseg import distributed
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.io import voc_palette
 from scribbleseg.lab.config import headless
@@ -104,8 +105,10 @@ def lines_with_std(x, series: dict, xlabel: str, ylabel: str = "mIoU (%)", title
 
 
 def save(fig, path: Path) -> Path:
-    """Write ``fig`` as PNG (dpi 110), creating folders; returns the path."""
+    """Write ``fig`` as PNG (dpi 110), creating folders; returns the path. Under torchrun only rank 0 writes."""
     path = Path(path)
+    if not distributed.is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from scribbleseg import distributed
 from scribbleseg.lab.config import notebook_key, repo_root, thaw
 
 __all__ = ["Table", "write_results", "results_path", "figures_dir", "format_table"]
@@ -99,7 +100,7 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
     """Write the results JSON to ``path`` (folders created) and return it as a dict.
 
     ``params`` may be a dict or a :func:`~scribbleseg.lab.config.freeze` dataclass;
-    ``extra`` adds top-level keys but may not replace a schema key.
+    ``extra`` adds top-level keys but may not replace a schema key. Under torchrun only rank 0 writes.
     """
     root = repo_root()
     device, torch_version = _device_and_torch()
@@ -112,6 +113,8 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
         raise ValueError(f"extra keys {sorted(clash)} would change the results schema; "
                          "use other names (extend, never change)")
     out.update(thaw(dict(extra or {})))
+    if not distributed.is_main():  # under torchrun every rank runs the notebook; rank 0 writes
+        return out
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")

@@ -37,6 +37,7 @@ from pathlib import Path
 import nbformat
 from jupyter_client.kernelspec import find_kernel_specs
 
+from scribbleseg import distributed
 from scribbleseg.lab.config import DEFAULT_PROFILE, RUN_SETTINGS, ParamsError, check_profile, injected, load_params, \
     notebook_key, notebook_parameters, repo_root
 
@@ -211,6 +212,9 @@ def main(argv=None) -> int:
                                   else root / "build" / "notebooks" / profile)
     out_dir = out_dir if out_dir.is_absolute() else Path.cwd() / out_dir
     stamps = root / "build" / "stamps" / profile
+    main_rank = distributed.is_main()
+    if not main_rank:  # under torchrun: every rank runs each notebook (its kernel inherits RANK...); rank 0 keeps it
+        out_dir, stamps = out_dir / f"rank{distributed.rank()}", out_dir / f"rank{distributed.rank()}" / "stamps"
     kernel = "" if args.kernel == "python3" else f", kernel {args.kernel}"
     failed = []
     for i, (nb, key, params) in enumerate(jobs, 1):
@@ -241,7 +245,7 @@ def main(argv=None) -> int:
             continue
         if args.refresh_references or (profile == "cpu" and args.output_dir is None):
             scrub(output)
-        if profile == "cpu" and args.output_dir is None:  # committed notebooks show the cpu run
+        if profile == "cpu" and args.output_dir is None and main_rank:  # committed notebooks show the cpu run
             nb.write_bytes(output.read_bytes())
             without_run_settings(nb, profile)
         stamp.parent.mkdir(parents=True, exist_ok=True)
