@@ -2,15 +2,18 @@
 
 An experiment is (dataset, scribble variant, training config, method). Its key is a hash of all
 four, so a run shared by several tables (the pCE baseline appears in almost every ablation) trains
-once. ``results/cache/<key>/`` holds ``config.json``, ``ckpt.pt`` (per epoch), ``metrics.csv``,
-``model.pt`` and ``result.json`` (written last: its presence means the run is complete).
-A killed run resumes from its last epoch on the next call.
+once. ``results/cache/<key>/`` holds ``config.json``, ``ckpt.pt`` and ``ckpt.prev.pt`` (the last two epochs,
+deleted when the run is done), ``metrics.csv``, ``model.pt`` and ``result.json`` (written last: its presence
+means the run is complete), each written atomically (:mod:`scribbleseg.files`). A killed run resumes from its
+last epoch on the next call; a truncated or unreadable ``result.json`` or ``model.pt`` makes the run unfinished
+(said once in the log), never a crash.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,9 +26,10 @@ from scribbleseg.data.folder import ScribbleVariant, SplitData, load_split
 from scribbleseg.evaluate import evaluate
 from scribbleseg import distributed
 from scribbleseg.runtime import Runtime
-from scribbleseg.train import TrainConfig, effective_shards, make_model, train
+from scribbleseg.train import TrainConfig, effective_shards, make_model, remove_checkpoints, train
 from scribbleseg.data.voc import Normalize, RandomScaleCropFlip, VOCScribbleDataset
-from scribbleseg.files import repo_root
+from scribbleseg.files import (UnreadableFile, atomic_torch_save, atomic_write_json, read_json, repo_root,
+                               torch_load)
 
 CACHE_VERSION = 1  # bump when a change to the engine invalidates cached results
 # Fields added after runs were cached, {name: default}: they enter the key only when they differ from the
@@ -140,7 +144,7 @@ class RunResult:
         model = make_model(TrainConfig(**{**self.spec["train"], "weights": None}), num_classes)
         if hasattr(method, "wrap"):
             model = method.wrap(model, num_classes)
-        model.load_state_dict(torch.load(self.folder / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(torch_load(self.folder / "model.pt", map_location="cpu"))
         return model.eval()
 
 
@@ -149,6 +153,50 @@ def cache_root() -> Path:
     retrain with the current code), else ``<repo>/results/cache``. The key does not hash the code:
     after changing a loss or the engine, clear the cache (``make clean-cache``) or bump CACHE_VERSION."""
     return Path(os.environ.get("SCRIBBLESEG_CACHE") or repo_root() / "results" / "cache")
+
+
+def finished_result(folder: Path, log=print) -> dict | None:
+    """The stored result of the run in ``folder`` if it is complete and readable, else None (unfinished).
+
+    Complete: ``result.json`` parses and holds metrics, history and seconds, and ``model.pt`` is whole (the
+    size recorded in result.json, a readable zip). A truncated or unreadable one is reported in one line through
+    ``log``; the caller then trains again, resuming from the checkpoints if any are left."""
+    done, weights = folder / "result.json", folder / "model.pt"
+    if not done.exists():
+        return None
+    try:
+        r = read_json(done)
+        if not isinstance(r, dict) or not {"metrics", "history", "seconds"} <= set(r):
+            raise UnreadableFile(f"{done} lacks metrics, history or seconds")
+        size = weights.stat().st_size if weights.exists() else None
+        if size is None or size != r.get("model_bytes", size):
+            raise UnreadableFile(f"{weights} is {'missing' if size is None else f'{size} bytes'}, "
+                                 f"not the {r.get('model_bytes', '?')} bytes that were written")
+        try:
+            with zipfile.ZipFile(weights) as z:
+                z.namelist()
+        except (OSError, zipfile.BadZipFile) as e:
+            raise UnreadableFile(f"{weights} is unreadable ({type(e).__name__}: {e})") from e
+    except UnreadableFile as e:
+        log(f"run {folder.name}: {e}; treating the run as unfinished (training it again, resuming if possible)")
+        return None
+    return r
+
+
+def _ensure_config(folder: Path, spec: dict, log) -> None:
+    """Rewrite ``config.json`` (the run's resolved configuration, for people and tools reading the cache) when it
+    is missing, unreadable or not this run's (one log line); the run itself never depends on it."""
+    path = folder / "config.json"
+    try:
+        if read_json(path) == json.loads(json.dumps(spec)):
+            return
+        problem = f"{path} does not match the run's key"
+    except FileNotFoundError:
+        problem = f"{path} is missing"
+    except UnreadableFile as e:
+        problem = str(e)
+    log(f"run {folder.name}: {problem}; writing it again")
+    atomic_write_json(folder / "config.json", spec, indent=1, sort_keys=True)
 
 
 def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
@@ -163,28 +211,32 @@ def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
     key, spec = experiment_key(dataset, variant, cfg, method, init.key if init is not None else None, rt)
     folder = Path(root or cache_root()) / key
     done = folder / "result.json"
-    if done.exists():
-        r = json.loads(done.read_text())
-        return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
     main = distributed.is_main()
     log = log if main else (lambda *_: None)
+    r = finished_result(folder, log)
+    if r is not None:
+        if main:
+            remove_checkpoints(folder)  # left by a run killed after its result was written
+            _ensure_config(folder, spec, log)
+        return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
     if main:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
+        atomic_write_json(folder / "config.json", spec, indent=1, sort_keys=True)
     train_data = load_data(dataset, "train", variant)
     val_data = load_data(dataset, "val")  # evaluation always on the full masks
     log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
         f"variant={dataclasses.asdict(variant)}")
-    init_state = None if init is None else torch.load(init.folder / "model.pt", map_location="cpu", weights_only=True)
+    init_state = None if init is None else torch_load(init.folder / "model.pt", map_location="cpu")
     model, history = train(cfg, method, train_data, folder, progress=progress, log=log, init_state=init_state,
                            runtime=rt)
     seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
     metrics = evaluate(model, val_data)  # sharded over the ranks, confusion matrix all-reduced
-    if main:
-        torch.save(model.state_dict(), folder / "model.pt")
-        done.write_text(json.dumps({"metrics": metrics, "history": history, "seconds": seconds,
-                                    "runtime": rt.record()}, indent=1))
-        (folder / "ckpt.pt").unlink(missing_ok=True)  # the final weights are in model.pt
+    if main:  # model.pt, then result.json (its presence marks the run complete), each atomically
+        atomic_torch_save(model.state_dict(), folder / "model.pt")
+        atomic_write_json(done, {"metrics": metrics, "history": history, "seconds": seconds,
+                                 "runtime": rt.record(), "model_bytes": (folder / "model.pt").stat().st_size},
+                          indent=1)
+        remove_checkpoints(folder)  # the final weights are in model.pt
     distributed.barrier()
     log(f"run {key}: val mIoU {metrics['miou']:.2f}")
     return RunResult(key, folder, spec, metrics, history, seconds, cached=False)

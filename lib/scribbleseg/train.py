@@ -2,9 +2,11 @@
 
 A method is a frozen dataclass with ``losses(model, batch) -> dict[str, Tensor]``; the loop sums
 the terms, steps the optimiser and logs each term. Every epoch it appends a row to
-``metrics.csv`` and writes ``ckpt.pt`` (model, optimiser, scheduler, epoch) atomically, so a run
-killed at any point resumes from its last finished epoch and ends bit-identical to an
-uninterrupted run on CPU (batch order and flips come from ``(seed, epoch)``, not from global state).
+``metrics.csv`` and writes ``ckpt.pt`` (model, optimiser, scheduler, epoch) atomically, keeping the previous
+one as ``ckpt.prev.pt``, so a run killed at any point resumes from its last finished epoch (from the one
+before if the last checkpoint is unreadable) and ends bit-identical to an uninterrupted run on CPU (batch
+order and flips come from ``(seed, epoch)``, not from global state). Checkpoints hold tensors and plain
+numbers only and load with ``weights_only=True``: one holding other pickled objects is refused.
 
 Where it runs is a :class:`~scribbleseg.runtime.Runtime` (device, AMP, channels-last, loader workers); under
 torchrun it is data-parallel through :mod:`scribbleseg.distributed` (rank 0 writes every file). Loss terms stay
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import io
 import math
 import os
 import time
@@ -27,6 +30,8 @@ from torch.utils.data import Dataset
 from scribbleseg import distributed
 from scribbleseg.data.folder import SplitData
 from scribbleseg.distributed import shard_slices
+from scribbleseg.files import (UnreadableFile, atomic_torch_save, atomic_write_text, remove_stale_temps,
+                               temp_path, torch_load)
 from scribbleseg.loader import EpochBatches, make_loader, to_device
 from scribbleseg.models.build import build_model
 from scribbleseg.runtime import Runtime
@@ -237,10 +242,81 @@ def fit_epoch(model: torch.nn.Module, opt, batches, losses, sched=None, scaler=N
     return history + (_flush(pending, first) if pending else [])
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+CKPT, CKPT_PREV = "ckpt.pt", "ckpt.prev.pt"  # this epoch's checkpoint and the previous one
+UNREADABLE = ".unreadable"  # suffix of a checkpoint set aside because it could not be read
+_PLAIN = (torch.Tensor, int, float, bool, str, type(None))
+
+
+def _check_plain(obj, where: str = "checkpoint") -> None:
+    """Raise TypeError unless ``obj`` is tensors, numbers, strings and None in dicts / lists / tuples: what
+    ``torch.load(weights_only=True)`` reads back (caught when saving, not at the resume that would refuse it)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_plain(k, where), _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN):
+        raise TypeError(f"{where} is a {type(obj).__name__}: a checkpoint holds tensors, numbers, strings and "
+                        "plain containers only (it is loaded with weights_only=True)")
+
+
+def save_checkpoint(state: dict, run_dir: Path) -> None:
+    """Write ``state`` as ``run_dir/ckpt.pt`` atomically, keeping the one it replaces as ``ckpt.prev.pt``.
+
+    At every moment ``ckpt.pt`` is a whole checkpoint (the old one or the new one): the old one is first
+    hard-linked to ``ckpt.prev.pt`` (renamed where the filesystem has no hard links: then a kill in between
+    leaves the previous epoch only), then the new one is renamed over it (:func:`scribbleseg.files.atomic_open`)."""
+    _check_plain(state)
+    latest, prev = run_dir / CKPT, run_dir / CKPT_PREV
+    # (the two are one file when the last save was killed after its link: prev already holds latest)
+    if latest.exists() and not (prev.exists() and os.path.samefile(latest, prev)):
+        link = temp_path(prev)
+        try:
+            os.link(latest, link)
+            os.replace(link, prev)
+        except OSError:
+            link.unlink(missing_ok=True)
+            os.replace(latest, prev)
+        link.unlink(missing_ok=True)  # rename() leaves both names when they are one file already
+    atomic_torch_save(state, latest)
+
+
+def load_checkpoint(run_dir: Path, map_location=None, log=print, discard: bool = False) -> dict | None:
+    """The newest readable checkpoint of ``run_dir`` (``ckpt.pt``, else ``ckpt.prev.pt``), or None.
+
+    A truncated or corrupt one is skipped with one warning line through ``log`` (the previous epoch is used, or
+    training starts over); one holding pickled objects other than tensors and plain data is refused
+    (:class:`scribbleseg.files.UnsafeFile`: loading it could run code). ``discard``: rename an unreadable one
+    to ``<name>.unreadable`` (the writing rank only; :func:`remove_checkpoints` deletes it with the others)."""
+    run_dir = Path(run_dir)
+    for name in (CKPT, CKPT_PREV):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            ck = torch_load(path, map_location)
+            if not isinstance(ck, dict) or not {"model", "opt", "sched", "epoch", "rows"} <= set(ck):
+                raise UnreadableFile(f"{path} is not a checkpoint of this training loop")
+        except FileNotFoundError:  # set aside by rank 0 meanwhile (below)
+            continue
+        except UnreadableFile as e:
+            fallback = name == CKPT and (run_dir / CKPT_PREV).exists()
+            log(f"warning: {e}; " + (f"falling back to the previous epoch's {CKPT_PREV}" if fallback else
+                                     "no usable checkpoint: training starts over"))
+            if discard:  # so that the next save does not keep it as the previous checkpoint
+                with contextlib.suppress(OSError):
+                    os.replace(path, path.with_name(path.name + UNREADABLE))
+            continue
+        return ck
+    return None
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    """Delete both checkpoints of ``run_dir`` and the temporaries of killed writers (the run is finished)."""
+    for name in (CKPT, CKPT_PREV, CKPT + UNREADABLE, CKPT_PREV + UNREADABLE):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    remove_stale_temps(run_dir)
 
 
 def effective_shards(cfg: TrainConfig) -> int:
@@ -289,10 +365,13 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
     opt, sched = make_optimizer(cfg, model, cfg.epochs * steps_per_epoch)
     scaler = rt.scaler()
     rows, start = [], 0
-    ckpt_path = run_dir / "ckpt.pt"
-    if ckpt_path.exists():  # resume after a kill: nothing finished is lost
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=False)
+    if main:
+        remove_stale_temps(run_dir)  # left by a writer killed mid-write
+    ck = load_checkpoint(run_dir, dev, log, discard=main)  # resume after a kill: nothing finished is lost
+    if ck is not None:
         model.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), sched.load_state_dict(ck["sched"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         rows, start = ck["rows"], ck["epoch"] + 1
         log(f"resuming {run_dir.name} after epoch {start}/{cfg.epochs}")
     net = distributed.wrap_ddp(model, dev, cfg.sync_bn)
@@ -329,8 +408,9 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
         rows.append(row)
         if main:
             _write_csv(run_dir / "metrics.csv", rows)
-            _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                          "epoch": epoch, "rows": rows}, ckpt_path)
+            save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                             "scaler": scaler.state_dict() if scaler is not None else {},
+                             "epoch": epoch, "rows": rows}, run_dir)
         distributed.barrier()
         done = round(20 * (epoch + 1) / cfg.epochs)
         log(f"epoch {epoch + 1:>3}/{cfg.epochs} [{'#' * done}{'.' * (20 - done)}] " + " ".join(
@@ -341,7 +421,8 @@ def train(cfg: TrainConfig, method, train_data: SplitData | Dataset, run_dir: Pa
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

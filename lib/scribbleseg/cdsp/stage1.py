@@ -9,12 +9,12 @@ scribble-drop set (Fig. 7) loses image-level classes with its strokes, so its cl
 
 Folders under :func:`scribbleseg.experiment.cache_root`: ``cls-<key>/`` (classifier.pt, history.json) and
 ``pl-<key>/`` (labels.npy (N, H, W) uint8 of the unflipped training split, result.json with the labels'
-mIoU against the masks, Table 3's "base acc").
+mIoU against the masks, Table 3's "base acc"). Each file is written atomically, the marker (history.json,
+result.json) last; a truncated or unreadable store is reported once and made again, never used.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,10 @@ import torch
 
 from scribbleseg.cdsp.classifier import ClassifierConfig, build_classifier, train_classifier
 from scribbleseg.cdsp.pseudo_labels import pseudo_label_miou, pseudo_labels
+from scribbleseg import distributed
 from scribbleseg.cdsp.store import PseudoLabels
-from scribbleseg.files import stable_hash
+from scribbleseg.files import (UnreadableFile, atomic_np_save, atomic_torch_save, atomic_write_json, read_json,
+                               stable_hash, torch_load)
 from scribbleseg.data.folder import ScribbleVariant
 from scribbleseg.experiment import cache_root, load_data, variant_spec
 from scribbleseg.experiment import VOCData
@@ -53,13 +55,18 @@ def classifier(dataset, cfg: ClassifierConfig = ClassifierConfig(), variant: Scr
     folder = Path(root or cache_root()) / _classifier_key(dataset, variant, cfg)
     data = load_data(dataset, "train", variant)
     if (folder / "history.json").exists():
-        model = build_classifier(cfg, data.num_classes)
-        model.load_state_dict(torch.load(folder / "classifier.pt", map_location="cpu", weights_only=True))
-        return model.eval(), json.loads((folder / "history.json").read_text())
+        try:
+            history = read_json(folder / "history.json")
+            model = build_classifier(cfg, data.num_classes)
+            model.load_state_dict(torch_load(folder / "classifier.pt", map_location="cpu"))
+            return model.eval(), history
+        except (UnreadableFile, FileNotFoundError) as e:
+            log(f"classifier {folder.name}: {e}; training it again")
     model, history = train_classifier(data, cfg, device="cpu" if not torch.cuda.is_available() else None, log=log)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "classifier.pt")
-    (folder / "history.json").write_text(json.dumps(history, indent=1))  # written last: marks the folder done
+    if distributed.is_main():  # under torchrun every rank computes the same; rank 0 writes
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(model.state_dict(), folder / "classifier.pt")
+        atomic_write_json(folder / "history.json", history, indent=1)  # written last: marks the folder done
     return model, history
 
 
@@ -82,16 +89,37 @@ def pseudo_label_set(dataset, recipe: PseudoLabelRecipe = PseudoLabelRecipe(),
     folder = Path(root or cache_root()) / key
     data = load_data(dataset, "train", variant)
     if (folder / "result.json").exists():
-        labels = np.load(folder / "labels.npy")
-        return PseudoLabels.from_array(labels, data.images), json.loads((folder / "result.json").read_text())["miou"]
+        try:
+            return _load_pseudo_labels(folder, data)
+        except (UnreadableFile, FileNotFoundError) as e:
+            log(f"pseudo-labels {key}: {e}; making them again")
     model, _ = classifier(dataset, recipe.classifier, variant, root, log)
     labels = pseudo_labels(model, data, recipe.threshold, recipe.crf)                # (N, H, W) uint8
     score = pseudo_label_miou(labels, data.masks, data.num_classes)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "labels.npy", labels)
-    (folder / "result.json").write_text(json.dumps({"miou": score, "recipe": dataclasses.asdict(recipe)}, indent=1))
+    if distributed.is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_np_save(folder / "labels.npy", labels)
+        atomic_write_json(folder / "result.json", {"miou": score, "recipe": dataclasses.asdict(recipe)},
+                          indent=1)  # written last: marks the folder done
     log(f"pseudo-labels {key}: mIoU {score:.2f} against the training masks")
     return PseudoLabels.from_array(labels, data.images), score
+
+
+def _load_pseudo_labels(folder: Path, data) -> tuple[PseudoLabels, float]:
+    """The stored pseudo-labels and their mIoU; :class:`UnreadableFile` if either file is truncated or wrong."""
+    result = read_json(folder / "result.json")
+    if not isinstance(result, dict) or not isinstance(result.get("miou"), (int, float)):
+        raise UnreadableFile(f"{folder / 'result.json'} holds no mIoU")
+    try:
+        labels = np.load(folder / "labels.npy", allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise UnreadableFile(f"{folder / 'labels.npy'} is unreadable ({type(e).__name__}: {e})") from e
+    expect = tuple(data.images.shape[:3])
+    if labels.dtype != np.uint8 or labels.shape != expect:
+        raise UnreadableFile(f"{folder / 'labels.npy'} is {labels.dtype} {labels.shape}, not uint8 {expect}")
+    return PseudoLabels.from_array(labels, data.images), result["miou"]
 
 
 def oracle_pseudo_labels(dataset, variant: ScribbleVariant = ScribbleVariant(3)) -> tuple[PseudoLabels, float]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from scribbleseg import distributed
+from scribbleseg.files import atomic_write_text
 from scribbleseg.lab.config import notebook_key, repo_root, thaw
 
 __all__ = ["Table", "write_results", "results_path", "figures_dir", "format_table"]
@@ -117,7 +118,7 @@ def write_results(path: str | os.PathLike, notebook: str | os.PathLike, profile:
         return out
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=2, sort_keys=True) + "\n")  # whole or not at all
     return out
 
 
