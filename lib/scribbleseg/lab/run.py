@@ -38,6 +38,7 @@ import nbformat
 from jupyter_client.kernelspec import find_kernel_specs
 
 from scribbleseg import distributed
+from scribbleseg.files import atomic_write_text
 from scribbleseg.lab.config import DEFAULT_PROFILE, RUN_SETTINGS, ParamsError, check_profile, injected, load_params, \
     notebook_key, notebook_parameters, repo_root
 
@@ -249,7 +250,7 @@ def main(argv=None) -> int:
             nb.write_bytes(output.read_bytes())
             without_run_settings(nb, profile)
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(f"{digest}\n{json.dumps(params, sort_keys=True, default=str)}\n")
+        atomic_write_text(stamp, f"{digest}\n{json.dumps(params, sort_keys=True, default=str)}\n")
         print(f"  done in {time.monotonic() - start:.0f}s -> {output}", flush=True)
 
     if failed:

@@ -22,7 +22,6 @@ is cached as ``<cache_root>/noisy_labels/<stable_hash(config)>.json`` by :func:`
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +36,7 @@ from scribbleseg.potts.soft_cross_entropy import soft_cross_entropy
 from scribbleseg.train import fit_epoch
 from scribbleseg.data.fashion import load_fashion_mnist
 from scribbleseg.experiment import cache_root
+from scribbleseg.files import UnreadableFile, atomic_write_json, read_json
 
 LOSSES = ("CE", "RCE", "CCE")  # paper Eq. (7), (8), (9)
 NUM_CLASSES = 10
@@ -211,7 +211,10 @@ def run_cached(cfg: NoisyLabelConfig, root: Path | None = None, log=None) -> dic
     """
     path = cache_path(cfg, root)
     if path.exists():
-        return {**json.loads(path.read_text()), "cached": True}
+        try:
+            return {**read_json(path), "cached": True}
+        except UnreadableFile as e:  # a truncated cache file: the run is unfinished, trained again
+            (log or print)(f"{e}: training this run again")
     images, clean, observed = training_set(cfg)
     model, history = train_classifier(cfg, images, observed, log=log)
     x_test, y_test = _split("test")
@@ -220,6 +223,5 @@ def run_cached(cfg: NoisyLabelConfig, root: Path | None = None, log=None) -> dic
            "noisy_fraction": float((observed != clean).float().mean()),
            "history": history, "seconds": sum(h["seconds"] for h in history)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(out, indent=1))
-    path.with_suffix(".tmp").replace(path)  # atomic: an interrupted run leaves no half-written result
+    atomic_write_json(path, out, indent=1)  # an interrupted run leaves no half-written result
     return {**out, "cached": False}
