@@ -15,7 +15,9 @@ gradient through delta; :func:`annotation_probability` with ``renormalize=False`
 (K+1)-way softmax to K classes instead of taking the softmax over the first K.
 
 Shapes: logits (N, K, H, W); scribble logits (N, K+1, H, W); target (N, H, W) long with IGNORE_INDEX.
-Every loss is a scalar; no labelled pixel gives exactly 0, never NaN.
+Every loss is a scalar; no labelled pixel gives exactly 0, never NaN. Every loss checks its target first
+(:func:`scribbleseg.losses.check_labels`): a value outside [0, K) and not IGNORE_INDEX is a ValueError; for the
+scribble head K is its own "not labelled" class, which the target must not carry (unlabelled is IGNORE_INDEX).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.losses import check_labels
 
 
 def scribble_target(target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -40,6 +43,7 @@ def scribble_head_loss(scrib_logits: torch.Tensor, target: torch.Tensor, empty_w
             weighted mean, sum w y' log p / sum w y').
     """
     k1 = scrib_logits.shape[1]
+    check_labels(target, k1 - 1, "target of the scribble head (K + 1 channels)")  # K: the head's own class
     weight = torch.ones(k1, dtype=scrib_logits.dtype, device=scrib_logits.device)
     weight[-1] = empty_weight                                                  # w_{K+1}
     y2 = scribble_target(target, k1 - 1)                                       # (2)
@@ -60,6 +64,7 @@ def annotation_probability(scrib_logits: torch.Tensor, renormalize: bool = True)
 
 def _weighted_ce_map(logits, target, weight_fn, detach_weight: bool):
     """Per-pixel y delta log p (N, H, W), zero on unlabelled pixels, with delta and the labelled mask."""
+    check_labels(target, logits.shape[1])
     valid = target != IGNORE_INDEX                                             # (N, H, W)
     t = target.masked_fill(~valid, 0)[:, None]                                 # (N, 1, H, W)
     logp = torch.log_softmax(logits, 1).gather(1, t)[:, 0]                     # log p_seg_{y_n, n}

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.losses import saturate_squares
 
 
 def foreground_mask(pseudo: torch.Tensor, size, downsample: str = "area") -> torch.Tensor:
@@ -49,10 +50,20 @@ def foreground_mask(pseudo: torch.Tensor, size, downsample: str = "area") -> tor
     raise ValueError(f"downsample must be 'area' or 'bilinear', got {downsample!r}")
 
 
+def _scale_columns(x: torch.Tensor, top: int = 56) -> torch.Tensor:
+    """x (N, C, M) with each column (position) scaled by 2^-j, j >= 0 (exact, detached), so that its largest
+    |entry| is below 2^top: the norms of :func:`similarity` cannot overflow (C 2^112 < 2^128 for C < 65536).
+    j = 0, i.e. x * 1 bit for bit, wherever max |x| < 2^top (7.2e16); the cosine does not change with j."""
+    e = torch.frexp(x.detach().abs().amax(1, keepdim=True)).exponent          # (N, 1, M): max |x| < 2^e
+    return torch.ldexp(x, -(e - top).clamp(min=0))
+
+
 def similarity(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """A of Eq. (10), (N, M, M) with M = h w: row i is the softmax over j of cos(q_i, k_j)."""
-    qn = F.normalize(q.flatten(2), dim=1, eps=1e-6)                           # (N, C, M), unit columns
-    kn = F.normalize(k.flatten(2), dim=1, eps=1e-6)
+    """A of Eq. (10), (N, M, M) with M = h w: row i is the softmax over j of cos(q_i, k_j). The columns are
+    scaled by powers of two before normalising (:func:`_scale_columns`), so features up to the dtype's range
+    give finite A and gradients."""
+    qn = F.normalize(_scale_columns(q.flatten(2)), dim=1, eps=1e-6)          # (N, C, M), unit columns
+    kn = F.normalize(_scale_columns(k.flatten(2)), dim=1, eps=1e-6)
     return torch.softmax(qn.transpose(1, 2) @ kn, dim=2)                      # (10)
 
 
@@ -70,12 +81,18 @@ def rectify(f: torch.Tensor, a: torch.Tensor, mask: torch.Tensor, delta, mask_on
 
 
 def lorm_loss(f: torch.Tensor, f_hat: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Eq. (13): MSE(F, F^) (``"mean"``) or the released sum / count_nonzero (``"nonzero"``, 0 if all equal)."""
-    sq = (f - f_hat) ** 2
+    """Eq. (13): MSE(F, F^) (``"mean"``) or the released sum / count_nonzero (``"nonzero"``, 0 if all equal).
+
+    Where the squares overflow (|F - F^| beyond about 1.8e19 in float32) the loss is computed on scaled
+    differences and saturates at the dtype's largest finite value, flat there (:func:`scribbleseg.losses.
+    saturate_squares`); elsewhere it is the plain form, bit for bit."""
+    diff = f - f_hat
+    sq = diff ** 2
     if reduction == "mean":
-        return sq.mean()                                                      # (13)
+        return saturate_squares(sq.mean(), diff, sq.numel())                 # (13)
     if reduction == "nonzero":
-        return sq.sum() / torch.count_nonzero(sq).clamp(min=1)
+        n = torch.count_nonzero(sq).clamp(min=1)
+        return saturate_squares(sq.sum() / n, diff, n)
     raise ValueError(f"reduction must be 'mean' or 'nonzero', got {reduction!r}")
 
 

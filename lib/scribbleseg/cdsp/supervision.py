@@ -9,7 +9,8 @@ L_segs is partial cross-entropy on the scribbles; L_segc is label-smoothed cross
 mean is NaN when no pixel is labelled). Pixels whose pseudo-label is IGNORE_INDEX do not count in |Omega~|.
 
 Shapes: logits (N, K, H, W) at label size; scribble, pseudo (N, H, W) long with IGNORE_INDEX.
-Both losses are scalars, mean over labelled pixels; no labelled pixel gives 0, never NaN.
+Both losses are scalars, mean over labelled pixels; no labelled pixel gives 0, never NaN. A label outside
+[0, K) and not IGNORE_INDEX raises a ValueError (:func:`scribbleseg.losses.check_labels`, in partial_cross_entropy).
 """
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.losses import entropy_map, masked_mean  # noqa: F401  (entropy_map: Fig. 3's per-position entropy)
+from scribbleseg.losses import check_labels, masked_mean
+from scribbleseg.losses import entropy_map  # noqa: F401  (also Fig. 3's per-position entropy)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -36,10 +37,12 @@ def soft_entropy(logits: torch.Tensor, boundary: torch.Tensor, scribble: torch.T
 
     Args:
         logits: (N, K, H, W). boundary: (N, H, W) bool, same size as logits.
-        scribble: if given (ours, not the released code's), labelled positions are kept even on a boundary.
+        scribble: if given (ours, not the released code's), labelled positions are kept even on a boundary;
+            values in [0, K) or IGNORE_INDEX, else ValueError (:func:`scribbleseg.losses.check_labels`).
     """
     keep = ~boundary                                                          # Omega - B
     if scribble is not None:
+        check_labels(scribble, logits.shape[1], "scribble")
         keep = keep | (scribble != IGNORE_INDEX)
     return masked_mean(entropy_map(logits), keep)                             # (3)
 

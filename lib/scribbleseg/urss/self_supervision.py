@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from scribbleseg.losses import saturate_squares
 from scribbleseg.urss.transforms import Transform
 
 
@@ -38,10 +39,16 @@ def trace(p: torch.Tensor) -> torch.Tensor:
 
 
 def feature_consistency(f_x: torch.Tensor, f_tx: torch.Tensor, transform: Transform) -> torch.Tensor:
-    """Eq. (7): mean squared error between T_phi(f(x)) and f(t_phi(x)) over V and the channels."""
+    """Eq. (7): mean squared error between T_phi(f(x)) and f(t_phi(x)) over V and the channels.
+
+    Where the squares overflow (|difference| beyond about 1.8e19 in float32) the loss is computed on scaled
+    differences and saturates at the dtype's largest finite value, flat there (:func:`scribbleseg.losses.
+    saturate_squares`); elsewhere it is the plain form, bit for bit."""
     valid = transform.valid(*f_x.shape[-2:], device=f_x.device)              # (h, w)
-    err = (transform.grid(f_x) - f_tx) ** 2 * valid                          # (N, C, h, w), 0 outside V
-    return err.sum() / (valid.sum() * f_x.shape[0] * f_x.shape[1]).clamp(min=1)  # (7)
+    diff = transform.grid(f_x) - f_tx                                        # (N, C, h, w)
+    err = diff ** 2 * valid                                                  # 0 outside V
+    n = (valid.sum() * f_x.shape[0] * f_x.shape[1]).clamp(min=1)
+    return saturate_squares(err.sum() / n, diff, n, valid)                   # (7)
 
 
 def paired(transform: Transform, e_x: torch.Tensor, e_tx: torch.Tensor, h: int, w: int):
@@ -59,16 +66,27 @@ def soft_eigenspace_loss(log_a: torch.Tensor, log_b: torch.Tensor, gamma: float 
 
 def released_eigenspace_loss(e1: torch.Tensor, e2: torch.Tensor, trace_weight: float = 1e-2,
                              scale: float = 30.0) -> torch.Tensor:
-    """The released code's eigenspace loss on energies E1 (student), E2 (teacher), (N, M', M'): a scalar."""
+    """The released code's eigenspace loss on energies E1 (student), E2 (teacher), (N, M', M'): a scalar.
+
+    With a gradient through E2 (``detach_teacher=False``), where S(E2) underflows to 0 KL's derivative in the
+    target, log S(E2) + 1 - log S(E1), is -inf and the softmax's derivative 0: their product made every gradient
+    in E2 NaN. Then (only then: a host sync when E2 has a gradient) those entries, whose limit t log t -> 0
+    contributes nothing, enter the KL as a constant 0: the same value, finite gradients. Otherwise the
+    computation is the plain one, bit for bit.
+    """
     s1, s2 = F.softmax(e1, dim=1), F.softmax(e2, dim=1)                     # column-wise softmax S(E)
-    kl = F.kl_div(F.log_softmax(e1, dim=1), s2, reduction="none").mean()     # element-wise mean
+    target = s2
+    if s2.requires_grad and not bool((s2 > 0).all()):
+        target = torch.where(s2 > 0, s2, torch.zeros_like(s2))               # = s2; no gradient where s2 = 0
+    kl = F.kl_div(F.log_softmax(e1, dim=1), target, reduction="none").mean()  # element-wise mean
     return scale * (kl + trace_weight * (trace(s1) - trace(s2)).abs().mean())  # L1 of tr S(E), mean over images
 
 
 def eigenspace(p: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lambda_P, U_P of Eq. (8): the k leading eigenvalues (N, k) and unit eigenvectors (N, M, k), complex,
-    sorted by decreasing real part. For analysis and figures (no gradient is meant to flow)."""
-    vals, vecs = torch.linalg.eig(p)                                         # (N, M), (N, M, M) columns
+    sorted by decreasing real part. For analysis and figures: ``p`` is detached, no gradient flows (the
+    eigenvectors' gradient is not finite for repeated eigenvalues, e.g. one-hot rows of P)."""
+    vals, vecs = torch.linalg.eig(p.detach())                                # (N, M), (N, M, M) columns
     order = vals.real.argsort(dim=-1, descending=True)[:, :k]                # (N, k)
     vals = vals.gather(1, order)
     vecs = vecs.gather(2, order[:, None, :].expand(-1, vecs.shape[1], -1))   # (N, M, k)
@@ -76,7 +94,8 @@ def eigenspace(p: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, tor
 
 
 def explicit_eigenspace_loss(p_a: torch.Tensor, p_b: torch.Tensor, k: int = 8) -> torch.Tensor:
-    """Eq. (8) with explicit eigendecomposition of T(P(x)) = p_a and P(t(x)) = p_b (see the module docstring)."""
+    """Eq. (8) with explicit eigendecomposition of T(P(x)) = p_a and P(t(x)) = p_b (see the module docstring).
+    For analysis: computed on detached inputs, the result carries no gradient (:func:`eigenspace`)."""
     la, ua = eigenspace(p_a, k)
     lb, ub = eigenspace(p_b, k)
     vec = 1 - (ua.conj() * ub).sum(1).abs()                                  # (N, k) 1 - |<u_a, u_b>|
