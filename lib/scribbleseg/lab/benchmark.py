@@ -27,7 +27,8 @@ def time_steps(methods: dict, model: torch.nn.Module, batch: dict, repeats: int 
 
     Args:
         methods: name -> object with ``losses(model, batch) -> dict``.
-        model: the network (copied per method, so every method starts from the same weights).
+        model: the network (copied per method, so every method starts from the same weights), or a dict
+            name -> network (e.g. each wrapped by its method's ``wrap``).
         batch: one training batch (see :func:`scribbleseg.train.to_batch`).
         repeats, warmup: timed and untimed steps per method.
         runtime: a :class:`~scribbleseg.runtime.Runtime` whose autocast and GradScaler the steps use (default: none);
@@ -36,9 +37,9 @@ def time_steps(methods: dict, model: torch.nn.Module, batch: dict, repeats: int 
     Returns:
         name -> median seconds per step.
     """
-    nets = {k: copy.deepcopy(model).train() for k in methods}
+    nets = {k: copy.deepcopy(model[k] if isinstance(model, dict) else model).train() for k in methods}
     opts = {k: torch.optim.SGD(nets[k].parameters(), lr=lr) for k in methods}
-    device = next(model.parameters()).device
+    device = next(next(iter(nets.values())).parameters()).device
     autocast = runtime.autocast if runtime is not None else contextlib.nullcontext
     scaler = runtime.scaler() if runtime is not None else None
     times: dict[str, list[float]] = {k: [] for k in methods}
