@@ -71,9 +71,15 @@ def barrier() -> None:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """The sum of ``t`` over the ranks, in place and returned (no-op in one process)."""
+    """The sum of ``t`` over the ranks, in place and returned (no-op in one process). A CPU tensor under NCCL
+    (which reduces GPU tensors only), e.g. the evaluation's confusion matrix, goes through this rank's GPU."""
     if world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if t.device.type == "cpu" and dist.get_backend() == "nccl":
+            on_gpu = t.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+            t.copy_(on_gpu)
+        else:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 

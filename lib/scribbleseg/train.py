@@ -227,7 +227,7 @@ def fit_epoch(model: torch.nn.Module, opt, batches, losses, sched=None, scaler=N
                 sums[k] = sums[k] + v.detach().double() if k in sums else v.detach().double()
         if len(micro) > 1:
             sums = {k: v / len(micro) for k, v in sums.items()}
-        pending.append((list(sums), torch.stack(list(sums.values())).double()))
+        pending.append((list(sums), torch.stack(list(sums.values()))))  # float64, on the device
         if len(pending) >= sync_every:  # before the step: a non-finite loss never reaches the weights (sync_every 1)
             history += _flush(pending, first)
             pending, first = [], s + 1
