@@ -15,14 +15,20 @@ M = 32 * 32 = 1024 cells and the dense M x M kernel is exact (4 MB per image). F
 approximation) there, which we do not implement: DN raises for M > ``MAX_DENSE``.
 
 Written by hand (not with a library) because the pairwise sums must stay differentiable in y for
-every relaxation of :mod:`scribbleseg.potts.relaxations`.
+every relaxation of :mod:`scribbleseg.potts.relaxations`. ``grid_pairwise_grad`` and
+``dense_pairwise_grad`` are their gradients in y written out (for the pseudo-label solver, which
+would otherwise call autograd 200 times per batch): for P(y_i . y_j, ||y_i||^2, ||y_j||^2),
+
+    d/dy_i sum_{ij} w_ij P_ij = sum_j w_ij dP_ij/d dot y_j + 2 y_i sum_j w_ij dP_ij/d ||y_i||^2,
+
+with the partials of :func:`~scribbleseg.potts.relaxations.gram_partials`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from scribbleseg.potts.relaxations import check_name, from_gram
+from scribbleseg.potts.relaxations import check_name, from_gram, gram_partials
 
 MAX_DENSE = 4096
 
@@ -71,6 +77,61 @@ def grid_pairwise(y: torch.Tensor, w: torch.Tensor, name: str) -> torch.Tensor:
     right = from_gram(dot_r, pp[..., :, :-1], pp[..., :, 1:], name) * w[:, 0, :, :-1]
     down = from_gram(dot_d, pp[..., :-1, :], pp[..., 1:, :], name) * w[:, 1, :-1, :]
     return right.flatten(1).sum(1) + down.flatten(1).sum(1)
+
+
+def grid_edge_weights(w: torch.Tensor) -> tuple[tuple[int, torch.Tensor], tuple[int, torch.Tensor]]:
+    """The grid's edges on the flattened pixel index p = r * W + c: ((1, w_right), (W, w_down)), where
+    w_right[:, p] links p and p + 1 and w_down[:, p] links p and p + W, (N, H W - offset) each.
+
+    Pairs that are not edges (p in the last column and p + 1 at the start of the next row) get weight 0,
+    so that :func:`grid_pairwise_grad` can shift the whole flattened y by an offset (contiguous runs)
+    instead of slicing rows (the last column and row of ``w`` are ignored as in :func:`grid_pairwise`).
+    """
+    n, _, h, wd = w.shape
+    right = w[:, 0].clone()
+    right[..., -1] = 0                                                       # (r, W-1) has no right neighbour
+    return (1, right.reshape(n, -1)[:, :-1]), (wd, w[:, 1, :-1, :].reshape(n, -1))
+
+
+def grid_pairwise_grad(y: torch.Tensor, w: torch.Tensor, name: str, scale: float = 1.0,
+                       out: torch.Tensor | None = None, edges=None) -> torch.Tensor:
+    """``scale`` times the gradient in y of ``grid_pairwise(y, w, name).sum()``, added to ``out``.
+
+    Args:
+        y: (N, K, H, W) distributions. w: (N, 2, H, W) from :func:`grid_affinities`.
+        name: relaxation. scale: factor of the gradient (the solver's lambda).
+        out: contiguous (N, K, H, W) tensor the gradient is added to in place (default: a new zero tensor).
+        edges: ``grid_edge_weights(w)`` if already computed (the solver does so once per solve).
+
+    Returns:
+        ``out``.
+    """
+    check_name(name)
+    n, k = y.shape[:2]
+    out = torch.zeros_like(y, memory_format=torch.contiguous_format) if out is None else out
+    yf, acc = y.reshape(n, k, -1), out.view(n, k, -1)                        # (N, K, M), pixels p = r W + c
+    pp = torch.linalg.vecdot(yf, yf, dim=1) if name in ("NQ", "CD", "LQ") else None  # (N, M)  ||y_p||^2
+    norm_coef = None                                                         # sum_q w_pq dP_pq/d||y_p||^2
+    for offset, wpq in grid_edge_weights(w) if edges is None else edges:
+        yp, yq = yf[..., :-offset], yf[..., offset:]                         # (N, K, M - offset): p, q = p + offset
+        dot = torch.linalg.vecdot(yp, yq, dim=1)                             # y_p . y_q
+        pq = (pp[:, :-offset], pp[:, offset:]) if pp is not None else (None, None)
+        d_dot, d_pp, d_pq = gram_partials(dot, *pq, name)
+        coef = torch.mul(wpq, d_dot).mul_(scale)[:, None]                    # lambda w_pq dP/d(y_p . y_q)
+        acc[..., :-offset].addcmul_(coef, yq)                                # d(y_p . y_q)/dy_p = y_q
+        acc[..., offset:].addcmul_(coef, yp)
+        if d_pp is not None:
+            norm_coef = y.new_zeros(n, yf.shape[-1]) if norm_coef is None else norm_coef
+            _add_product(norm_coef[:, :-offset], wpq, d_pp)
+            _add_product(norm_coef[:, offset:], wpq, d_pq)
+    if norm_coef is not None:
+        acc.addcmul_(norm_coef[:, None], yf, value=2 * scale)                # d||y_p||^2/dy_p = 2 y_p
+    return out
+
+
+def _add_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor | float) -> None:
+    """out += a * b in one pass, b a tensor or a constant (Q's partials are)."""
+    out.add_(a, alpha=b) if isinstance(b, float) else out.addcmul_(a, b)
 
 
 def dense_affinities(rgb: torch.Tensor, sigma_rgb: float, sigma_xy: float, stride: float = 1.0) -> torch.Tensor:
@@ -124,3 +185,42 @@ def dense_pairwise(y: torch.Tensor, kernel: torch.Tensor, name: str) -> torch.Te
     gram = torch.bmm(flat, flat.transpose(1, 2))            # (N, M, M)  y_i . y_j
     pot = from_gram(gram, pp[:, :, None], pp[:, None, :], name)
     return 0.5 * (kernel * pot).sum((1, 2))
+
+
+def dense_pairwise_grad(y: torch.Tensor, kernel: torch.Tensor, name: str, scale: float = 1.0,
+                        out: torch.Tensor | None = None, sym: torch.Tensor | None = None,
+                        degree: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale`` times the gradient in y of ``dense_pairwise(y, kernel, name).sum()``, added to ``out``.
+
+    Every P here is symmetric, P(p, q) = P(q, p), so the sum over pairs of W equals that of its symmetric
+    part S = (W + W^T) / 2 (``dense_affinities`` is symmetric only up to float noise: ``cdist``). The
+    gradient is then A Y + 2 diag(S dP/d||y_i||^2 1) Y with A = S * dP/d(y_i . y_j) (N, M, M), evaluated
+    as Y^T A (K rows). BL and Q take the fast path: -S Y and D Y - S Y, D = diag(W 1) (as in ``dense_pairwise``).
+
+    Args:
+        y: (N, K, H, W) distributions. kernel: (N, M, M). name: relaxation.
+        scale: factor of the gradient (the solver's lambda).
+        out: contiguous (N, K, H, W) tensor the gradient is added to in place (default: a new zero tensor).
+        sym, degree: S and W 1 (N, M) if already computed (the solver does so once per solve).
+
+    Returns:
+        ``out``.
+    """
+    check_name(name)
+    n, k = y.shape[:2]
+    out = torch.zeros_like(y, memory_format=torch.contiguous_format) if out is None else out
+    sym = 0.5 * (kernel + kernel.mT) if sym is None else sym
+    acc, yk = out.view(n, k, -1), y.reshape(n, k, -1)        # (N, K, M)
+    if name in ("BL", "Q"):
+        acc.baddbmm_(yk, sym, alpha=-scale)                  # -Y^T S = -(S Y)^T
+        if name == "Q":
+            degree = kernel.sum(2) if degree is None else degree
+            acc.addcmul_(degree[:, None], yk, value=scale)
+        return out
+    pp = torch.linalg.vecdot(yk, yk, dim=1)                  # (N, M)
+    gram = torch.bmm(yk.transpose(1, 2), yk)                 # (N, M, M)  y_i . y_j
+    d_dot, d_pi, _ = gram_partials(gram, pp[:, :, None], pp[:, None, :], name)
+    acc.baddbmm_(yk, sym * d_dot, alpha=scale)               # Y^T A = (A Y)^T, A symmetric
+    if d_pi is not None:                                     # the j-side partial gives the same sum (symmetry)
+        acc.addcmul_((sym * d_pi).sum(2)[:, None], yk, value=2 * scale)
+    return out

@@ -61,3 +61,42 @@ def potts(p: torch.Tensor, q: torch.Tensor, name: str, dim: int = 1) -> torch.Te
         The potential with ``dim`` reduced, e.g. (N, H, W).
     """
     return from_gram((p * q).sum(dim), (p * p).sum(dim), (q * q).sum(dim), name)
+
+
+def gram_partials(dot: torch.Tensor, pp: torch.Tensor, qq: torch.Tensor, name: str):
+    """Partial derivatives (dP/d dot, dP/d pp, dP/d qq) of :func:`from_gram` at (dot, pp, qq).
+
+    Written by hand for the pseudo-label solver's analytic gradient (:func:`scribbleseg.potts.solver.energy_grad`);
+    each is a tensor broadcast like the inputs, a float where it is constant, or None where P does not
+    depend on that argument (BL and CCE ignore the norms). With r = 1 / (||p|| ||q||), c = dot * r (the
+    cosine) and u = 1 - ||p - q||^2 / 2 = 1 - (pp + qq) / 2 + dot:
+
+        name  dP/d dot                dP/d pp                 dP/d qq
+        BL    -1                      -                       -
+        Q     -1                      1/2                     1/2
+        NQ    -r                      c / (2 pp)              c / (2 qq)
+        CCE   -1 / (dot + EPS)        -                       -
+        CD    -r / (c + EPS)          c / (2 pp (c + EPS))    c / (2 qq (c + EPS))
+        LQ    -1 / (u + EPS) [u > 0]  -(dP/d dot) / 2         -(dP/d dot) / 2
+
+    ([u > 0] is the gradient of LQ's ``clamp_min(0)``, as autograd takes it). The tensors returned are new
+    (a caller may modify them in place).
+    """
+    check_name(name)
+    if name == "BL":
+        return -1.0, None, None
+    if name == "Q":
+        return -1.0, 0.5, 0.5
+    if name == "CCE":
+        return -1.0 / (dot + EPS), None, None
+    if name == "LQ":
+        u = 1 - 0.5 * (pp + qq - 2 * dot)
+        d_dot = torch.where(u > 0, -1.0 / (u.clamp_min(0) + EPS), 0.0)
+        return d_dot, -0.5 * d_dot, -0.5 * d_dot
+    r = torch.mul(pp, qq).rsqrt_()                         # 1 / (||p|| ||q||)
+    c = torch.mul(dot, r)                                  # cosine
+    if name == "CD":                                       # dP/dc = -1 / (c + EPS); in place: fewer temporaries
+        inv = torch.add(c, EPS).reciprocal_()
+        r.mul_(inv), c.mul_(inv)                           # r / (c + EPS), c / (c + EPS)
+    t = c.mul_(0.5)                                        # -dP/dc * c / 2
+    return r.neg_(), t / pp, t / qq
