@@ -39,8 +39,15 @@ import torch
 from scipy import ndimage
 
 from scribbleseg.constants import IGNORE_INDEX
+from scribbleseg.memo import ContentMemo, content_key
 
 _CROSS = ndimage.generate_binary_structure(2, 1)                                    # 4-neighbourhood
+
+# The maps are k / 255 for integers k (the floor of (14) / (16)): stored as uint8 k, read back exactly.
+MEMO = ContentMemo(encode=lambda d: np.round(d * 255).astype(np.uint8), decode=lambda k: k / 255.0)
+"""Memo of :func:`distance_maps`, keyed on each label map's content and the settings (:mod:`scribbleseg.memo`):
+an in-memory split's maps are computed the first time a batch brings them (mirrored samples once more), then
+reused by every later step. ``MEMO.clear()`` frees it, ``MEMO.info()`` counts hits."""
 
 
 def scaled_distance(seeds: np.ndarray, lam: float) -> np.ndarray:
@@ -78,18 +85,24 @@ def scribble_distance(scribble: np.ndarray, lam: float = 1.0, seeds: str = "all"
 
 
 def distance_maps(scribble: torch.Tensor | None, pseudo: torch.Tensor | None, lambda_s: float = 1.0,
-                  lambda_c: float = 6.0, seeds: str = "all", frame_is_boundary: bool = False):
+                  lambda_c: float = 6.0, seeds: str = "all", frame_is_boundary: bool = False, memo: bool = True):
     """(d_s, d_c), each (N, H, W) float32 on the labels' device (None where its labels are None), for a
     batch of scribbles and pseudo-labels (N, H, W) long.
 
     Computed from the batch's own (possibly flipped) labels; the EDT is flip-equivariant, so this equals
-    flipping maps computed once on the stored labels.
+    flipping maps computed once on the stored labels. Each map is memoised on its label map's content
+    (:data:`MEMO`; d_s stored as 1 - d_s, both as the uint8 numerator of the floor / 255, exact) unless
+    ``memo=False`` (random crops, whose content never repeats: :meth:`~scribbleseg.cdsp.method.CDSP.prepare_item`).
     """
-    def batched(labels, fn):
+    def batched(labels, name, fn, post, *settings):
         if labels is None:
             return None
-        maps = np.stack([fn(x) for x in labels.cpu().numpy()])
+        maps = np.stack([post(MEMO.get(content_key(x, name, *settings), lambda x=x: fn(x)) if memo else fn(x))
+                         for x in labels.cpu().numpy()])                        # float64, as computed
         return torch.as_tensor(maps, dtype=torch.float32, device=labels.device)
 
-    return (batched(scribble, lambda s: scribble_distance(s, lambda_s, seeds)),
-            batched(pseudo, lambda p: pseudo_label_distance(p, lambda_c, frame_is_boundary)))
+    same = lambda d: d  # noqa: E731
+    return (batched(scribble, "1 - d_s", lambda s: 1.0 - scribble_distance(s, lambda_s, seeds), lambda d: 1.0 - d,
+                    float(lambda_s), seeds),
+            batched(pseudo, "d_c", lambda p: pseudo_label_distance(p, lambda_c, frame_is_boundary), same,
+                    float(lambda_c), bool(frame_is_boundary)))

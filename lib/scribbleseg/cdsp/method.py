@@ -111,7 +111,7 @@ class CDSP:
         if scribble is None and pseudo is None:
             return {}
         d_s, d_c = distance_maps(scribble, pseudo, self.lambda_s, self.lambda_c, self.scribble_seeds,
-                                 self.frame_is_boundary)                         # (16), (14)
+                                 self.frame_is_boundary, memo=False)             # (16), (14); crops: no memo
         return {k: d[0] for k, d in (("distance_s", d_s), ("distance_c", d_c)) if d is not None}
 
     def _distances(self, batch: dict, scribble: torch.Tensor, pseudo: torch.Tensor | None):
