@@ -16,6 +16,8 @@ from scribbleseg.potts.neighbourhood import (dense_affinities, dense_pairwise, d
 from scribbleseg.potts.random_walker import quadratic_optimum, soft_jaccard
 from scribbleseg.potts.relaxations import NAMES, from_gram, gram_partials
 from scribbleseg.potts.soft_cross_entropy import NAMES as CROSS_ENTROPIES
+from test_potts_solver import toy  # two regions, a seed column in each, noisy float32 logits
+
 from scribbleseg.potts.solver import LogitGradient, SolverConfig, energy, energy_grad, seed_onehot, solve
 
 F64 = torch.float64
@@ -127,21 +129,10 @@ def test_solve_with_the_analytic_gradient_equals_the_autograd_solve(relaxation, 
     assert all(abs(a - b) <= TOL * max(1.0, abs(a)) for a, b in zip(h_ref, h_got))
 
 
-def toy(n=2, k=3, h=16, w=16, seed=3):
-    """Two regions (dark left, bright right), a seed column in each, noisy float32 logits."""
-    g = torch.Generator().manual_seed(seed)
-    rgb = torch.zeros(n, 3, h, w)
-    rgb[..., w // 2:] = 200.0
-    rgb += torch.rand(n, 3, h, w, generator=g) * 10
-    seeds = torch.full((n, h, w), IGNORE_INDEX)
-    seeds[:, 2:h - 2, 2], seeds[:, 2:h - 2, w - 3] = 0, 1
-    return rgb, seeds, torch.randn(n, k, h, w, generator=g)
-
-
 def test_soft_jaccard_to_the_closed_form_is_unchanged():
     """H_Q + P_Q (the App. B check, notebooks/potts/08_solver_check): in float32 with the paper's 200 Adam steps
     at lr 0.075, the analytic solve reaches the same soft Jaccard to the exact optimum as the autograd one."""
-    rgb, seeds, logits = toy()
+    rgb, seeds, logits = toy(n=2, h=16, w=16, seed=3)
     w = grid_affinities(rgb, 9.0)
     sigma = logits.softmax(1)
     cfg = SolverConfig("Q", "Q", eta=0.3, lam=6.0, steps=200, lr=0.075)
@@ -158,7 +149,7 @@ def test_soft_jaccard_to_the_closed_form_is_unchanged():
 @pytest.mark.parametrize("neighbourhood", ["grid", "dense"])
 def test_default_float32_solve_stays_close_to_autograd(neighbourhood):
     """The defaults (CD + CCE, 200 Adam steps) in float32: same pseudo-labels up to float noise."""
-    rgb, seeds, logits = toy(h=12, w=12, seed=5)
+    rgb, seeds, logits = toy(n=2, h=12, w=12, seed=5)
     aff = grid_affinities(rgb, 9.0) if neighbourhood == "grid" else dense_affinities(rgb, 9.0, 100.0, 4.0)
     cfg = SolverConfig()
     y = solve(logits, logits.softmax(1), seeds, aff, cfg)
