@@ -232,3 +232,142 @@ def test_label_diffusion_expands_within_superpixels_only():
     other = seg[10, 5]                                        # the other superpixel of the class-1 stroke
     assert other != seg[12, 6] and (scr[seg == other] == 1).any()
     assert (out2[seg == other] == 1).all()                    # it is still expanded, whole
+
+
+# The BLP loss at the labelled pixels from the grid logits (blpseg/labelled.py, issue 15): the same function as
+# upsampling both heads and calling blp_loss; checked against that form (float64 values and gradients, float32),
+# by hand, by gradcheck, and through BLPSeg.losses on both of its paths.
+
+def _grid_case(seed=0, n=3, k=4, h=5, w=6, size=(20, 24), p=0.2, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, h, w, generator=g, dtype=dtype).requires_grad_()
+    s = torch.randn(n, k + 1, h, w, generator=g, dtype=dtype).requires_grad_()
+    t = torch.where(torch.rand(n, *size, generator=g) < p, torch.randint(0, k, (n, *size), generator=g), U)
+    t[-1] = U                                                                 # an image without scribbles
+    return z, s, t
+
+
+def _full_resolution_blp(z, s, t, gamma=2.0, normalize="pixels", detach_weight=False, renormalize=True,
+                         detach_scrib=False):
+    """The form replaced: both heads upsampled to the label size, annotation probability, blp_loss."""
+    from scribbleseg.models.base import upsample
+
+    p = annotation_probability(upsample(s, t.shape[-2:]), renormalize)
+    return blp_loss(upsample(z, t.shape[-2:]), p.detach() if detach_scrib else p, t, gamma, normalize, detach_weight)
+
+
+@pytest.mark.parametrize("hw, size", [((5, 6), (20, 24)), ((5, 6), (5, 6)), ((4, 6), (17, 23)), ((6, 6), (4, 5))],
+                         ids=["x4", "same", "ragged", "down"])
+def test_upsample_at_equals_upsample_at_the_pixels(hw, size):
+    from scribbleseg.blpseg.labelled import labelled_pixels, upsample_at
+    from scribbleseg.models.base import upsample
+
+    z, _, t = _grid_case(1, h=hw[0], w=hw[1], size=size, p=0.5)
+    yx, label, keep = labelled_pixels(t)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        g = z.detach().to(dtype)
+        got = upsample_at(g, size, yx).permute(0, 2, 1)[keep]                # (P, K)
+        want = upsample(g, size).permute(0, 2, 3, 1)[t != U]
+        assert got.dtype == dtype and (got - want).abs().max().item() < tol
+    assert torch.equal(label[keep], t[t != U]) and (label[~keep] == 0).all()
+
+
+def test_labelled_pixels_by_hand():
+    from scribbleseg.blpseg.labelled import labelled_pixels
+
+    t = torch.tensor([[[U, 2], [1, U]], [[U, U], [U, 0]]])
+    yx, label, keep = labelled_pixels(t)
+    assert yx.tolist() == [[[0, 1], [1, 0]], [[1, 1], [0, 0]]]               # row-major; image 1 padded
+    assert label.tolist() == [[2, 1], [0, 0]] and keep.tolist() == [[True, True], [True, False]]
+
+
+def test_blp_loss_from_grid_by_hand():
+    """Grid = label size, zero logits: p_seg = 1/2, p_scrib = 1/2 (softmax over the first K = 2 of 3), one
+    labelled pixel: BL = (1 - 1/4)^2 log 2, as in test_blp_hand_computed_and_limits."""
+    from scribbleseg.blpseg.labelled import blp_loss_from_grid
+
+    z, s, t = torch.zeros(1, 2, 1, 2), torch.zeros(1, 3, 1, 2), torch.tensor([[[0, U]]])
+    assert blp_loss_from_grid(z, s, t).item() == pytest.approx((1 - 0.25) ** 2 * math.log(2))
+    assert blp_loss_from_grid(z, s, t, normalize="weights").item() == pytest.approx(math.log(2), rel=1e-6)
+    assert blp_loss_from_grid(z, s, t, renormalize=False).item() == pytest.approx((1 - 1 / 6) ** 2 * math.log(2))
+
+
+OPTIONS = [{}, {"normalize": "weights"}, {"detach_weight": True}, {"renormalize": False}, {"detach_scrib": True},
+           {"gamma": 0.5}, {"normalize": "weights", "detach_weight": True, "renormalize": False, "detach_scrib": True}]
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(o) or "paper")
+def test_blp_loss_from_grid_equals_the_full_resolution_form(opts):
+    from scribbleseg.blpseg.labelled import blp_loss_from_grid
+
+    z, s, t = _grid_case(2)
+    new, old = blp_loss_from_grid(z, s, t, **opts), _full_resolution_blp(z, s, t, **opts)
+    assert abs(new.item() - old.item()) < 1e-12
+    g_new = torch.autograd.grad(new, (z, s), allow_unused=True)
+    g_old = torch.autograd.grad(old, (z, s), allow_unused=True)
+    for a, b in zip(g_new, g_old):
+        b = torch.zeros_like(a) if b is None else b                           # s unused when detached
+        assert (a - b).abs().max().item() < 1e-12
+    z32, s32 = (x.detach().float().requires_grad_() for x in (z, s))
+    assert abs(blp_loss_from_grid(z32, s32, t, **opts).item() - old.item()) < 1e-5
+
+
+def test_blp_loss_from_grid_without_labels_is_zero_and_gradcheck():
+    from scribbleseg.blpseg.labelled import blp_loss_from_grid
+
+    z, s, t = _grid_case(3, n=2, k=3, h=3, w=3, size=(7, 8), p=0.3)
+    empty = torch.full_like(t, U)
+    for normalize in ("pixels", "weights"):
+        loss = blp_loss_from_grid(z, s, empty, normalize=normalize)
+        assert loss.item() == 0.0
+        assert all(torch.isfinite(g).all() for g in torch.autograd.grad(loss, (z, s)))
+    assert torch.autograd.gradcheck(lambda a, b: blp_loss_from_grid(a, b, t), (z, s))
+    assert torch.autograd.gradcheck(lambda a, b: blp_loss_from_grid(a, b, t, normalize="weights", renormalize=False),
+                                    (z, s))
+
+
+def _old_losses(method, model, batch):
+    """BLPSeg.losses as it was: both heads upsampled to the label size, then the losses of (1) and (9)."""
+    from scribbleseg.models.base import upsample
+
+    out = model(batch["image"])
+    size = batch["scribble"].shape[-2:]
+    logits, scrib = upsample(out["logits"], size), upsample(out["scrib_logits"], size)
+    target = batch["scribble"]
+    if method.self_train_from is not None and batch["step"] >= method.self_train_from:
+        target = method.pseudo_labels(logits, batch["scribble"])
+    p = annotation_probability(scrib, method.renormalize_scrib)
+    p = p.detach() if method.detach_scrib_in_loss else p
+    return {"scribble_head": scribble_head_loss(scrib, batch["scribble"], method.empty_weight, method.normalize),
+            "seg": blp_loss(logits, p, target, method.gamma, method.normalize, method.detach_weight)}
+
+
+@pytest.mark.parametrize("sparse", [0.25, 0.0, 1.0], ids=["default", "always-full", "always-labelled"])
+def test_blpseg_losses_equal_the_previous_form(sparse, monkeypatch):
+    """Values and parameter gradients of BLPSeg.losses against the previous full-resolution code, float64,
+    with the labelled-pixel path (scribbles), the full-resolution path (self-training's dense pseudo-labels),
+    and either forced by SPARSE_FRACTION."""
+    from scribbleseg.blpseg import method as blp_method
+    from scribbleseg.blpseg.method import BLPSeg
+    from scribbleseg.models.small import SmallSegNet
+
+    monkeypatch.setattr(blp_method, "SPARSE_FRACTION", sparse)
+    g = torch.Generator().manual_seed(4)
+    scribble = torch.where(torch.rand(2, 32, 32, generator=g) < 0.05, torch.randint(0, 3, (2, 32, 32), generator=g), U)
+    batch = {"image": torch.randn(2, 3, 32, 32, generator=g, dtype=torch.float64), "scribble": scribble, "step": 5}
+    for method in (BLPSeg(hidden=8, low_dim=8, sigma=1.5), BLPSeg(lam=False, hidden=8),
+                   BLPSeg(hidden=8, low_dim=8, normalize="weights", detach_weight=True, renormalize_scrib=False,
+                          detach_scrib_in_loss=True),
+                   BLPSeg(hidden=8, low_dim=8, self_train_from=0),
+                   BLPSeg(hidden=8, self_train_from=0, self_train="released")):
+        torch.manual_seed(0)
+        model = method.wrap(SmallSegNet(3, width=4), 3).double().eval()       # eval: BatchNorm is a fixed map
+        new, old = method.losses(model, batch), _old_losses(method, model, batch)
+        assert set(new) == set(old)
+        for key in old:
+            assert abs(new[key].item() - old[key].item()) < 1e-10, (method, key)
+        params = list(model.parameters())
+        g_new = torch.autograd.grad(sum(new.values()), params, allow_unused=True)
+        g_old = torch.autograd.grad(sum(old.values()), params, allow_unused=True)
+        for a, b in zip(g_new, g_old):
+            assert (a is None) == (b is None) and (a is None or (a - b).abs().max().item() < 1e-10)

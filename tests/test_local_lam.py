@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from scribbleseg.blpseg import lam
+from scribbleseg.blpseg import lam, lam_local
 from scribbleseg.blpseg.lam import LAM, dense_lam, local_lam
 
 VARIANTS = [("low", "distance"), ("distance",), ("high", "distance"), ("low", "high", "distance")]
@@ -72,7 +72,7 @@ def _inputs(n, c, d, h, w, dtype=torch.float64, seed=0, mask_p=0.3):
 @pytest.fixture(params=[2, 3, 8], ids=lambda t: f"tile{t}")
 def tile(request, monkeypatch):
     """Tile sides: 2 and 3 force the halo form (several tiles, ragged last tile) on small grids, 8 the default."""
-    monkeypatch.setattr(lam, "_TILE", request.param)
+    monkeypatch.setattr(lam_local, "_TILE", request.param)                  # read by lam_local._axis_tiles
     return request.param
 
 

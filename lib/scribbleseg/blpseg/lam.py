@@ -8,30 +8,39 @@ The column normaliser of P_low cancels in (4), so column j of A is a softmax ove
 
     A_ij = softmax_i( f_i . f_j - ||s_i - s_j||^2 / (2 sigma^2) ),
 
-which is how both implementations compute it (numerically stable, exactly Eq. 4). Placed after the
+which is how every form computes it (numerically stable, exactly Eq. 4). Placed after the
 classifier (Eq. 8): X_in are the segmentation logits Z on the stride-4 grid, f the low-level features
 of the image (:class:`LowLevelFeatures`), s the grid positions (sigma = 6 cells by default).
 
 Variants (the paper's Tables III-V): ``similarity`` is any subset of {"low", "high", "distance"}
 ("high": f_i . f_j of the decoder features; terms are summed inside the softmax); ``region``
 restricts the sources i to "labelled" or "unlabelled" pixels (Table V; default "all").
-``dense_lam`` builds the (N, M, M) matrix (its distance term, :func:`distance_logits`, on x's device in
-x's dtype at every call, no cache); ``local_lam`` visits only sources within ``truncate * sigma`` cells and
-agrees with the dense form to about exp(-truncate^2 / 2). It is blocked, with no Python loop over the window's
-offsets: 8 x 8 tiles of targets, each against its (8 + 2r)^2 halo of sources in one batched matmul, softmax and
-one more batched matmul (see :func:`local_lam`; memory about N M (8 + 2r)^2 against N M^2).
 
-Measured (issue 15; forward + backward of the LAM alone, float32, C = 11 classes, D = 16 features, sigma = 2
-cells as in the cpu recipe, so r = 9; a shared 2-core CPU, other jobs running, 2 threads, load about 2; min of 4
-interleaved runs): 64 x 64 grid, batch 4: dense 0.85 s, local 0.13 s (6.6x faster; the previous
-shift-and-accumulate local form 0.42 s); 32 x 32 grid, batch 16: dense 0.17 s, local 0.09 s (1.9x; previous
-local 0.50 s). At load 4 - 5 the 64 x 64 ratio was 3.9 - 5.3x at 2 threads and 6.2 - 6.6x at 1 thread (wall and
-CPU time alike), presumably as the many mid-sized parallel ops wait on a descheduled thread. A BLPSeg training
-step on the cpu profile (SmallSegNet width 16, batch 16, 32 x 32 grid, sigma = 2): 0.16 s without LAM, 0.42 s
-dense, 0.25 s local (the previous local form: 1.7 s). Memory, 64 x 64, batch 4: saved for the backward 258 MiB
-dense, 61 MiB local; peak RSS increase 774 MiB dense, 150 MiB local. VOC (96 x 96 grid, sigma = 6, r = 27, D =
-32, batch 1): dense 3.2 s, local 1.1 s. Where the window covers most of the grid (32 x 32 at sigma = 6) each
-axis is one tile and the local form does the dense form's work.
+Three forms, one module each (all re-exported here):
+
+- :func:`dense_lam` (this module): the (N, M, M) matrix materialised (its distance term,
+  :func:`~scribbleseg.blpseg.lam_terms.distance_logits`, on x's device in x's dtype at every call, no cache).
+  The reference, and the one that returns A (``return_matrix``, the figures of :mod:`~scribbleseg.blpseg.analysis`).
+- :func:`~scribbleseg.blpseg.lam_attention.attention_lam`: the same function with ||s_i - s_j||^2 expanded, so
+  that the logits are q_j . k_i and X_out is one fused attention (``scaled_dot_product_attention``), without the
+  (M, M) matrix. ``LAM(impl="dense")`` (BLPSeg's ``lam_impl="dense"``, the default) runs this form, with or
+  without a source mask and with a learnable sigma: "dense" names the function (every source), not how it is
+  computed, so existing runs keep their cache keys. Its float32 rounding is larger (see that module).
+- :func:`~scribbleseg.blpseg.lam_local.local_lam` (``impl="local"``): only sources within ``truncate * sigma``
+  cells, agreeing with the dense form to about exp(-truncate^2 / 2), blocked in tiles of targets.
+
+Measured (issue 15; forward + backward of the LAM alone, float32, C = 11 classes, sigma = 2 cells as in the cpu
+recipe; a shared 2-core CPU, 2 threads, torch 2.14.1, median of 5 interleaved runs, at load below 1 unless said):
+32 x 32 grid, batch 16, D = 32: materialised 0.24 - 0.25 s, attention 0.10 - 0.13 s, local 0.21 s (its window,
+r = 9, covers most of the grid); 64 x 64, batch 4, D = 32: materialised 1.16 s, attention 0.38 s, local 0.19 s
+(6.2x faster than the materialised form; D = 16: 1.12, 0.27, 0.17 s, 6.6x); VOC-sized 96 x 96, sigma = 6, C = 21,
+D = 32, batch 1: materialised 1.5 s, attention 0.66 s, local 0.67 s. Saved for the backward, 64 x 64, batch 4:
+materialised 259 MiB, attention 10 MiB, local 73 MiB. At load 4 - 5 (other jobs) every time was 2 - 4x larger and
+the ratios moved by up to a factor 2. A BLPSeg training step on the cpu profile (SmallSegNet width 16, batch 16,
+32 x 32 grid, sigma = 2; :func:`scribbleseg.lab.benchmark.time_steps`, median of 5, five runs at load 1.5 - 2,
+as ratios to a pCE step of 0.10 - 0.12 s): BLP loss without LAM 1.27 - 1.41x (1.63 - 1.79x before the BLP loss
+was evaluated at the labelled pixels), dense LAM + BLP 2.1 - 2.4x (4.4 - 5.3x with the materialised form), local
+LAM + BLP 2.8 - 3.3x (3.0 - 4.0x). The fused attention alone costs about one pCE step (0.10 s forward + backward).
 
 Shapes: x (N, C, h, w); f_low, f_high (N, D, h, w); source_mask (N, h, w) bool (True = may be a source).
 """
@@ -40,62 +49,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-SIMILARITIES = ("low", "high", "distance")
-
-
-def _check(similarity) -> tuple[str, ...]:
-    bad = [s for s in similarity if s not in SIMILARITIES]
-    if bad or not similarity:
-        raise ValueError(f"LAM similarity must be a non-empty subset of {SIMILARITIES}, got {similarity!r}")
-    return tuple(similarity)
-
-
-def _axis_squared_differences(n: int, device, dtype) -> torch.Tensor:
-    """(a - b)^2 for the cell indices a, b in 0..n-1 along one axis, (n, n): a (n, 1) - (1, n) broadcast."""
-    idx = torch.arange(n, device=device, dtype=dtype)
-    return (idx[:, None] - idx[None, :]).square()
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; float32, float16 and bfloat16 compute the per-axis terms in float32."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def squared_distances(h: int, w: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """||s_i - s_j||^2 of Eq. (5) for the M = h * w cells of an h x w grid, (M, M), row-major (i = row * w + col).
-
-    Built on ``device`` in ``dtype`` by broadcasting: (dy^2)[:, None, :, None] + (dx^2)[None, :, None, :] of the
-    two per-axis (h, h) and (w, w) squared differences, viewed as (M, M); the only (M, M) allocation is the result.
-    The entries are integers, exact in float32 / float64 up to 2^24 (grids far beyond 96 x 96). In float16 /
-    bfloat16 the per-axis squares are computed in float32 and rounded once, the sum is rounded once more.
-    """
-    work = _work_dtype(dtype)
-    dy2 = _axis_squared_differences(h, device, work).to(dtype)
-    dx2 = _axis_squared_differences(w, device, work).to(dtype)
-    return (dy2[:, None, :, None] + dx2[None, :, None, :]).reshape(h * w, h * w)
-
-
-def distance_logits(h: int, w: int, sigma: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """log P_dis(i, j) = -||s_i - s_j||^2 / (2 sigma^2) of Eq. (5), (M, M), M = h * w; differentiable in sigma.
-
-    Where: built directly on ``like.device`` from ``torch.arange`` coordinate vectors by broadcasting
-    (:func:`squared_distances`); no Python loop over cells, no CPU / float64 round trip. The squared distances are
-    integers, exact in float32 (float64 for float64 input), rounded once to ``like.dtype`` and divided by 2 sigma^2
-    there: the same numbers, bit for bit, as the float64 matrix this replaces once cast.
-
-    Memory: O((HW)^2) in the input dtype (96 x 96 grid: 0.34 GB in float32), one more (M, M) float32 temporary
-    for float16 / bfloat16 input.
-
-    Why no cache: building it costs a broadcast add and a division (cheap next to the O(N M^2 D) softmax logits
-    it is added to), while a cache keyed by grid size would keep an (M, M) tensor alive per size: variable-size
-    evaluation (VOC) misses it on nearly every image and would pin several GB. It is freed with the forward.
-    """
-    work = _work_dtype(like.dtype)
-    d2 = squared_distances(h, w, like.device, work).to(like.dtype)          # (M, M) exact integers, rounded once
-    return -(d2 / (2 * torch.as_tensor(sigma, dtype=like.dtype, device=like.device) ** 2))  # (5) log P_dis
+from scribbleseg.blpseg.lam_attention import attention_lam, attention_queries_keys  # noqa: F401  (re-exported)
+from scribbleseg.blpseg.lam_local import _TILE, _axis_tiles, _window_bias, local_lam  # noqa: F401  (re-exported)
+from scribbleseg.blpseg.lam_terms import (SIMILARITIES, _axis_squared_differences, _check, _work_dtype,  # noqa: F401
+                                          centred_positions, distance_logits, squared_distances)
 
 
 def dense_lam(x: torch.Tensor, sigma: torch.Tensor | float, f_low=None, f_high=None, similarity=("low", "distance"),
@@ -129,123 +88,6 @@ def dense_lam(x: torch.Tensor, sigma: torch.Tensor | float, f_low=None, f_high=N
     return (out, a) if return_matrix else out
 
 
-_TILE = 8
-"""Target tile side of :func:`local_lam`: one batched matmul per tile of T x T targets against its halo. Smaller
-tiles waste fewer halo sources ((T + 2r)^2 per target against the window's (2r + 1)^2), larger ones make bigger
-matmuls; 8 was the fastest or within 15 % of it at r = 4, 9, 27 (forward + backward, CPU, see the module doc)."""
-
-
-def _axis_tiles(n: int, r: int, tile: int | None = None) -> tuple[int, int, int, int]:
-    """How one axis of length ``n`` is cut for :func:`local_lam` with a window radius ``r`` and tiles of ``tile``.
-
-    Returns (T, count, P, S): ``count`` tiles of T targets each; the sources of a tile starting at cell t0 are the
-    S cells t0 - P .. t0 - P + S - 1 (outside the image: padding, never a source). One tile (T = S = n, P = 0:
-    every cell of the axis a candidate, the window still applied by the bias) when the halos would not cost less,
-    e.g. when the window spans most of the axis.
-    """
-    tile = _TILE if tile is None else tile
-    if tile < n:
-        count = -(-n // tile)
-        if count * tile * (tile + 2 * r) < n * n:
-            return tile, count, r, tile + 2 * r
-    return n, 1, 0, n
-
-
-def _window_bias(ty, sy, py, tx, sx, px, ry, rx, sigma, like, distance: bool) -> torch.Tensor:
-    """Logit bias of a tile, (T_y T_x, S_y S_x), built once per call on like's device in like's dtype.
-
-    The offset of halo source b from target a along an axis is b - P - a; a source is in the window when both
-    offsets are at most the radius (the square (2r+1)^2 window of the shift form), else the bias is -inf. Inside,
-    it is -(dy^2 + dx^2) / (2 sigma^2) with "distance" (integers exact in the work dtype, rounded once to
-    like.dtype and divided there, as :func:`distance_logits`), else 0.
-    """
-    work = _work_dtype(like.dtype)
-
-    def offsets(t, s, p):                                                     # (t, s)
-        return (torch.arange(s, device=like.device, dtype=work)[None, :]
-                - torch.arange(t, device=like.device, dtype=work)[:, None] - p)
-
-    oy, ox = offsets(ty, sy, py), offsets(tx, sx, px)
-    win = ((oy.abs() <= ry)[:, None, :, None] & (ox.abs() <= rx)[None, :, None, :]).reshape(ty * tx, sy * sx)
-    if distance:
-        d2 = oy.square().to(like.dtype)[:, None, :, None] + ox.square().to(like.dtype)[None, :, None, :]
-        sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
-        inside = -(d2.reshape(ty * tx, sy * sx) / (2 * sigma ** 2))          # log P_dis (5)
-    else:
-        inside = torch.zeros(ty * tx, sy * sx, dtype=like.dtype, device=like.device)
-    return inside.masked_fill(~win, float("-inf"))
-
-
-def local_lam(x: torch.Tensor, sigma: torch.Tensor | float, f_low=None, f_high=None, similarity=("low", "distance"),
-              source_mask: torch.Tensor | None = None, truncate: float = 4.5, radius: int | None = None) -> torch.Tensor:
-    """Eq. (3)-(5) restricted to sources within ``radius`` cells along each axis (default ceil(truncate * sigma)).
-
-    Blocked ("banded") form, no Python loop over offsets: the grid is cut into T_y x T_x tiles of targets; the
-    sources of a tile are its (T_y + 2 r) x (T_x + 2 r) halo, gathered for all tiles at once by ``Tensor.unfold``
-    of the zero-padded features and values. Per tile, the logits f_j . f_i of all (target, halo source) pairs are
-    one batched matmul (low and high features concatenated along D) plus the fixed bias of :func:`_window_bias`
-    (log P_dis inside the square window, -inf outside); sources outside the image or excluded by ``source_mask``
-    get -inf too; softmax over the halo; one more batched matmul aggregates the values. A target with no source
-    gives 0 (and no gradient), as in :func:`dense_lam`. Without "distance" the radius must be given (the window is
-    then a hard cut-off). ``sigma`` may be a tensor: the bias is then differentiable in it (the radius uses its
-    value).
-
-    Memory: the logits and the softmax have N * (tiles T_y T_x) * (T_y + 2 r_y)(T_x + 2 r_x) entries each, about
-    N M (T + 2r)^2 against N M^2 for the dense form and never more than it (an axis is one tile when the halo
-    would cost more); the forward peaks at two such tensors, the backward keeps one (the softmax). The gathered
-    halos are (1 + 2r / T)^2 times the size of f and x (an im2col / ``F.unfold`` of the keys would be (2r + 1)^2
-    times, and D (2r + 1)^2 M per image for the products). No chunking: the saved softmax dominates, and it is
-    what the backward needs.
-    """
-    similarity = _check(similarity)
-    if radius is None:
-        if "distance" not in similarity:
-            raise ValueError("local_lam without the distance term needs an explicit radius")
-        radius = int(math.ceil(truncate * float(sigma.detach() if torch.is_tensor(sigma) else sigma)))
-    n, c, h, w = x.shape
-    ry, rx = min(radius, h - 1), min(radius, w - 1)                          # offsets beyond the grid: no source
-    ty, cy, py, sy = _axis_tiles(h, ry)
-    tx, cx, px, sx = _axis_tiles(w, rx)
-    tiles, hp, wp = n * cy * cx, cy * ty, cx * tx                             # hp x wp: the padded target grid
-
-    def targets(t):                                                           # (N, D, hp, wp) -> (tiles, T_y T_x, D)
-        d = t.shape[1]
-        return t.reshape(n, d, cy, ty, cx, tx).permute(0, 2, 4, 3, 5, 1).reshape(tiles, ty * tx, d)
-
-    def sources(t):                                                           # (N, D, h, w) -> (tiles, S_y S_x, D)
-        t = F.pad(t, (px, (cx - 1) * tx + sx - px - w, py, (cy - 1) * ty + sy - py - h))
-        d = t.shape[1]
-        t = t.unfold(2, sy, ty).unfold(3, sx, tx)                             # (N, D, c_y, c_x, S_y, S_x), a view
-        return t.permute(0, 2, 3, 4, 5, 1).reshape(tiles, sy * sx, d)
-
-    mask = x.new_ones(n, 1, h, w) if source_mask is None else source_mask[:, None].to(x.dtype)
-    src_bias = torch.where(sources(mask) > 0.5, x.new_zeros(()), x.new_full((), float("-inf")))
-    src_bias = src_bias.transpose(1, 2)                                       # (tiles, 1, S^2); padding: -inf
-    # targets without any source in their window (source_mask, or padded targets): separable max-pool of the mask
-    reach = F.pad(mask, (rx, rx + wp - w, ry, ry + hp - h))
-    reach = F.max_pool2d(F.max_pool2d(reach, (2 * ry + 1, 1), 1), (1, 2 * rx + 1), 1)  # (N, 1, hp, wp)
-    empty = targets(reach) < 0.5                                              # (tiles, T^2, 1)
-    bias = _window_bias(ty, sy, py, tx, sx, px, ry, rx, sigma, x, "distance" in similarity)[None]
-    feats = [f for f, k in ((f_low, "low"), (f_high, "high")) if k in similarity]
-    if feats:
-        f = feats[0] if len(feats) == 1 else torch.cat(feats, 1)              # f_low.f_low + f_high.f_high in one
-        f_t = targets(F.pad(f, (0, wp - w, 0, hp - h)))
-        logit = torch.bmm(f_t, sources(f).transpose(1, 2))                    # f_j . f_i, (tiles, T^2, S^2)
-        logit += bias
-        logit += src_bias
-    else:
-        logit = bias + src_bias
-    any_empty = bool(empty.any())                                             # (a host sync on a GPU)
-    if any_empty:
-        logit.masked_fill_(empty, 0.0)                                        # finite row; its output is zeroed
-    a = torch.softmax(logit, dim=2)                                           # (4) over the sources i
-    out = torch.bmm(a, sources(x))                                            # (3), (tiles, T^2, C)
-    if any_empty:
-        out = out.masked_fill(empty, 0.0)                                     # a target with no source -> 0
-    out = out.reshape(n, cy, cx, ty, tx, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, hp, wp)
-    return out[:, :, :h, :w]
-
-
 class LowLevelFeatures(nn.Module):
     """f of Eq. (5): a 4x4 convolution with stride 4 on the image, then LayerNorm over channels (Sec. IV-B).
     ``project=True``: the released code's extra 1x1 convolution after the LayerNorm."""
@@ -265,7 +107,9 @@ class LowLevelFeatures(nn.Module):
 class LAM(nn.Module):
     """LAM with its hyperparameters; sigma learnable if ``learn_sigma`` (stored as log sigma).
 
-    forward(x, f_low, f_high=None, source_mask=None) -> X_out, dense or local (``impl``).
+    forward(x, f_low, f_high=None, source_mask=None) -> X_out. ``impl="dense"``: Eq. (4) over all sources,
+    computed by :func:`~scribbleseg.blpseg.lam_attention.attention_lam` (the same function as :func:`dense_lam`,
+    without the (M, M) matrix); ``impl="local"``: :func:`~scribbleseg.blpseg.lam_local.local_lam`.
     """
 
     def __init__(self, sigma: float = 6.0, similarity=("low", "distance"), learn_sigma: bool = False,
@@ -287,4 +131,4 @@ class LAM(nn.Module):
             if self.log_sigma is not None:
                 raise ValueError("a learnable sigma needs impl='dense' (the local window size depends on sigma)")
             return local_lam(x, float(self.sigma), f_low, f_high, self.similarity, source_mask, self.truncate)
-        return dense_lam(x, self.sigma, f_low, f_high, self.similarity, source_mask)
+        return attention_lam(x, self.sigma, f_low, f_high, self.similarity, source_mask)  # = dense_lam

@@ -5,7 +5,9 @@ and self-training (Sec. IV-B).
 (the training loop calls it); ``losses(model, batch)`` returns {"scribble_head": WCE, "seg": BL} with the BLP
 loss, {"seg": CE or focal} otherwise (the scribble head is then left untrained, as in Table I's rows
 without BLP).
-Both heads are upsampled to the label size before their losses. Self-training: from global step
+Both heads' losses are those of their logits upsampled to the label size; the BLP loss on scribbles is evaluated
+at the labelled pixels only (:mod:`~scribbleseg.blpseg.labelled`, the same function; ``SPARSE_FRACTION``), the
+scribble head's WCE (all pixels) and the other losses at full resolution. Self-training: from global step
 ``self_train_from`` on, the segmentation head's target is its own prediction sharpened to one-hot
 (paper), or with ``self_train="released"`` the released code's rule: argmax restricted to the image-level
 classes, unlabelled where the max probability < ``self_train_threshold``, scribble pixels override. The
@@ -34,12 +36,18 @@ import torch.nn.functional as F
 from scribbleseg.blpseg.model import BLPSegNet
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.grid import labels_to_grid
+from scribbleseg.blpseg.labelled import blp_loss_from_grid
 from scribbleseg.blpseg.losses import annotation_probability, blp_loss, focal_loss, scribble_head_loss
 from scribbleseg.losses import partial_cross_entropy
 from scribbleseg.method import check_choices
 from scribbleseg.models.base import upsample
 from scribbleseg.blpseg.lam import LAM
 from scribbleseg.distributed import unwrap
+
+SPARSE_FRACTION = 0.25
+"""The BLP loss is evaluated at the labelled pixels from the grid logits (:mod:`~scribbleseg.blpseg.labelled`,
+the same function) where at most this fraction of the target is labelled (scribbles), else at full resolution
+(self-training's dense pseudo-labels). Measured break-even on the cpu benchmark: between 50 % and 100 %."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,21 +113,23 @@ class BLPSeg:
         size = scribble.shape[-2:]
         grid = (batch["image"].shape[-2] // 4, batch["image"].shape[-1] // 4)
         out = model(batch["image"], self._sources(scribble, grid, unwrap(model).seg_head[-1].out_channels))
-        logits = upsample(out["logits"], size)                                      # (N, K, H, W)
+        self_train = self.self_train_from is not None and batch.get("step", 0) >= self.self_train_from
+        logits = upsample(out["logits"], size) if self_train or self.loss != "blp" else None  # (N, K, H, W)
+        target = self.pseudo_labels(logits, scribble) if self_train else scribble
+        if self.loss != "blp":  # Table I without BLP: no head loss, so the scribble head is not upsampled either
+            if self.loss == "ce":
+                return {"seg": partial_cross_entropy(logits, target)}
+            return {"seg": focal_loss(logits, target, self.gamma, self.normalize, self.detach_weight)}
         scrib = upsample(out["scrib_logits"], size)                                 # (N, K+1, H, W)
-        terms = {}
-        if self.loss == "blp":  # the scribble head exists for the BLP weights only (Table I: without BLP, no head loss)
-            terms["scribble_head"] = scribble_head_loss(scrib, scribble, self.empty_weight, self.normalize)
-        target = scribble
-        if self.self_train_from is not None and batch.get("step", 0) >= self.self_train_from:
-            target = self.pseudo_labels(logits, scribble)
-        if self.loss == "ce":
-            terms["seg"] = partial_cross_entropy(logits, target)
-        elif self.loss == "focal":
-            terms["seg"] = focal_loss(logits, target, self.gamma, self.normalize, self.detach_weight)
-        else:
+        terms = {"scribble_head": scribble_head_loss(scrib, scribble, self.empty_weight, self.normalize)}  # (1)
+        opts = (self.gamma, self.normalize, self.detach_weight)
+        if (target != IGNORE_INDEX).sum() <= SPARSE_FRACTION * target.numel():     # scribbles: at labelled pixels
+            terms["seg"] = blp_loss_from_grid(out["logits"], out["scrib_logits"], target, *opts,
+                                              self.renormalize_scrib, self.detach_scrib_in_loss)  # (9), same function
+        else:                                                                       # pseudo-labels: full resolution
             p_scrib = annotation_probability(scrib, self.renormalize_scrib)
             if self.detach_scrib_in_loss:
                 p_scrib = p_scrib.detach()
-            terms["seg"] = blp_loss(logits, p_scrib, target, self.gamma, self.normalize, self.detach_weight)
+            terms["seg"] = blp_loss(logits if logits is not None else upsample(out["logits"], size), p_scrib, target,
+                                    *opts)
         return terms                                                                # (12) L = WCE (1) + BL (9), summed by the loop
