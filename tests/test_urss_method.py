@@ -33,7 +33,7 @@ def test_wrapped_network_puts_the_walk_before_the_classifier():
         model = _model(URSS(random_walk=walk, alpha=0.5)).eval()
         assert isinstance(model.walk, cls)
         x = _batch()["image"]
-        out = model(x)
+        out = model(x, matrices=True)
         assert out["logits"].shape == (2, 3, 8, 8) and out["features_in"].shape == (2, 12, 8, 8)
         assert torch.allclose(out["logits"], model.classifier(out["features"]))
         assert torch.allclose(model.features(x), out["features"])

@@ -10,10 +10,9 @@ Representation and Self-Supervision on Neural Eigenspace", ICCV 2021).
 - :mod:`~scribbleseg.urss.model`: the wrapped network. The training method is
   :class:`scribbleseg.urss.method.URSS`.
 
-Cost measured on the embedded set (2-core CPU, batch 16, 128 x 128, SmallSegNet width 16, 32 x 32 grid,
-forward + backward): pCE 0.25 s; stage 1 (random walk + soft entropy) 0.70 s with SLIC per batch
-(``boundaries="batch"``), of which SLIC about 0.16-0.2 s; with the default cached boundaries (computed
-once per image in the first epoch, then a 3 ms look-up per batch) 0.55 s after the first epoch (measured
-one thread, steps interleaved: 0.70 -> 0.55 s, plain entropy 0.54 s); stage 2 (+ the t_phi(x) pass
-and Eq. 9) 1.7 s, the released variant 1.4 s (both measured with SLIC per batch).
+Cost: training never builds an (N, M, M) matrix (the walk is a fused attention, the eigenspace loss works on
+the energies' factors with a hand-written gradient; see :mod:`~scribbleseg.urss.method`); the per-method step
+times, as ratios to a pCE step measured in one run, are in the README's "Training cost per method" table
+(``benchmarks/method_overhead.py``). SLIC pseudo-boundaries are computed once per image by default
+(``boundaries="cached"``), about 0.16-0.2 s a batch of 16 with ``boundaries="batch"``.
 """

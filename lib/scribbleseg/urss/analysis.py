@@ -8,7 +8,8 @@
 - :func:`leading_eigenvectors` (Fig. 4): eigenvectors of P with the largest eigenvalues (Eq. 8's U_P).
 - :func:`cost` (Table 5): parameters, activation memory and inference speed.
 
-Shapes: images (N, 3, H, W) normalised; representations (N, D, h, w); P (N, M, M), M = h w.
+Shapes: images (N, 3, H, W) normalised; representations (N, D, h, w); P (N, M, M), M = h w (the network
+builds P only when asked: ``model(x, matrices=True)``, :class:`~scribbleseg.urss.model.URSSNet`).
 """
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ NAMES = {"f^(L-1)": "features_in", "f^L": "features", "P": "transition"}
 @torch.no_grad()
 def _pair(model, images: torch.Tensor, transform: Transform) -> tuple[dict, dict]:
     model.eval()
-    out = model(images)
+    out = model(images, matrices=True)                                               # with P (N, M, M)
     stride = grid_stride(model, images.shape[-2:], out["logits"].shape[-2:])          # image pixels per grid cell
-    return out, model(transform.image(images, stride))
+    return out, model(transform.image(images, stride), matrices=True)
 
 
 def _rows(out: dict, out_t: dict, name: str, transform: Transform) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +94,7 @@ def leading_eigenvectors(model, image: torch.Tensor, k: int = 4) -> tuple[np.nda
     """Fig. 4: the k eigenvalues of P with the largest real part (k,) and the real parts of their unit
     eigenvectors as maps (k, h, w), for one image (3, H, W). The first is constant for a stochastic P."""
     model.eval()
-    out = model(image[None])
+    out = model(image[None], matrices=True)
     h, w = out["features"].shape[-2:]
     vals, vecs = eigenspace(out["transition"].double(), k)                           # (1, k), (1, M, k)
     maps = vecs[0].real.T.reshape(k, h, w)                                           # (k, h, w)

@@ -44,6 +44,18 @@ supplementary material, which we do not have: ours are placeholders to tune):
 
 :meth:`URSS.released` sets every released-code option. ``losses`` returns {"ce"} + {"entropy"} + {"ss"}.
 
+Cost (issue 15): the training step never builds an (N, M, M) matrix: the walk is fused attention
+(:func:`~scribbleseg.urss.random_walk.fused_walk`), the t_phi(x) pass stops at what the loss reads (f^{L-1}
+and the energies' factors for Eq. 9; it runs on the inner network, past a DDP wrapper, since it leaves the
+walk and the classifier unused) and Eq. (9) / the released loss take the factors
+(:func:`~scribbleseg.urss.self_supervision.factored_eigenspace_loss`). Measured (benchmarks' cpu profile:
+SmallSegNet width 16, batch 16 of 128 x 128, a 32 x 32 grid; shared 2-core CPU, 2 threads, torch 2.14.1, median
+of 3, old and new in one process, two runs): pCE 0.103 / 0.114 s; stage 1 2.04x / 1.74x pCE (before: 3.56x /
+3.60x), released 2.65x / 2.48x (3.99x / 3.62x); stage 2, random phi, 3.58x / 3.46x (before: 12.2x / 11.0x),
+released 3.64x / 3.79x (11.4x / 9.9x). Roughly (separate runs, noisy): stage 2 =
+pCE + the walk (about 0.9x pCE, mostly the fused attention's backward) + the t_phi(x) pass's features and
+their backward (about 1x) + Eq. (9) (about 1.4x for a flip, |V| = 1024: six 1024 x 1024 x 48 products per image).
+
 Per-item fields (:meth:`URSS.prepare_item`): for a Dataset read through a DataLoader, the loop calls it on
 each transformed item (the crop, after scale / crop / flip) in the worker processes; with the soft entropy
 on it delivers "boundary" (H, W) bool, B of the item's rgb exactly as :meth:`URSS.pseudo_boundaries` would
@@ -65,11 +77,20 @@ from scribbleseg.models.base import upsample
 from scribbleseg.urss.boundaries import batch_boundaries, batch_boundaries_cached
 from scribbleseg.urss.entropy import boundary_to_grid, entropy, soft_entropy
 from scribbleseg.urss.model import URSSNet
-from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, transition_matrix
-from scribbleseg.urss.self_supervision import (feature_consistency, paired, released_eigenspace_loss,
-                                               soft_eigenspace_loss)
+from scribbleseg.urss.random_walk import PositionAttention, RandomWalk, rows
+from scribbleseg.urss.self_supervision import factored_eigenspace_loss, feature_consistency, paired_factors
 from scribbleseg.urss.transforms import TRANSLATIONS, random_transform
 from scribbleseg.distributed import unwrap
+
+
+def _factors(out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, k) (N, M, d) of a pass's energies E = q k^T: the walk's (k is q without a "key"), else f^{L-1}'s own
+    (E = f^T f, Eq. 6). k is q as one tensor object: the loss's hand-written gradient sums dq and dk itself then,
+    in one process and under DDP alike (two objects there would round differently: tests/test_distributed.py)."""
+    if "query" in out:
+        return out["query"], out.get("key", out["query"])
+    f = rows(out["features_in"])                                            # (N, M, D)
+    return f, f
 
 
 def grid_stride(model, size: tuple[int, int], grid: tuple[int, int]) -> int:
@@ -171,21 +192,25 @@ class URSS:
         x = batch["image"]
         h, w = out["logits"].shape[-2:]
         phi = random_transform(int(batch.get("step", 0)), h, w, self.transform, self.max_shift, self.translation)
+        until = "features" if self.self_supervision == "features_out" else "factors"  # what the loss reads of t(x)
+        net = unwrap(model)
+        # One process: the pass stops at what the loss reads. Under DDP the full pass goes through the wrapper, as
+        # the first one does: a pass on the inner network would add its gradients after DDP's all-reduce had fired
+        # for the parameters (ranks drift apart; tests/test_distributed.py), and a partial pass through the wrapper
+        # would mark the skipped parameters unused although the first pass used them.
+        partial = isinstance(net, URSSNet) and net is model
         with torch.no_grad() if self.detach_teacher else contextlib.nullcontext():
-            out_t = model(phi.image(x, grid_stride(model, x.shape[-2:], (h, w))))  # f(t_phi(x))
-        if tuple(out_t["logits"].shape[-2:]) != phi.target_shape(h, w):
+            x_t = phi.image(x, grid_stride(model, x.shape[-2:], (h, w)))
+            out_t = net(x_t, until=until) if partial else model(x_t)                 # f(t_phi(x))
+        if tuple(out_t["features_in"].shape[-2:]) != phi.target_shape(h, w):
             raise ValueError(f"URSS translation={self.translation!r}: t_phi(x) gives a grid "
-                             f"{tuple(out_t['logits'].shape[-2:])}, expected {phi.target_shape(h, w)}; use an image "
-                             f"size that is a multiple of the model's output stride")
+                             f"{tuple(out_t['features_in'].shape[-2:])}, expected {phi.target_shape(h, w)}; use an "
+                             f"image size that is a multiple of the model's output stride")
         if self.self_supervision != "eigenspace":
             key = "features_in" if self.self_supervision == "features_in" else "features"
             return feature_consistency(out[key], out_t[key], phi)               # (7)
-        e_x = out["energy"] if "energy" in out else transition_matrix(out["features_in"])[1]
-        e_t = out_t["energy"] if "energy" in out_t else transition_matrix(out_t["features_in"])[1]
-        a, b = paired(phi, e_x, e_t, h, w)                                       # (10) T(E(x)), E(t(x)) on V x V
-        if self.ss_loss == "released":
-            return released_eigenspace_loss(a, b)
-        return soft_eigenspace_loss(torch.log_softmax(a, -1), torch.log_softmax(b, -1), self.gamma)  # (9)
+        a, b = paired_factors(phi, _factors(out), _factors(out_t), h, w)       # (10) factors of T(E(x)), E(t(x))
+        return factored_eigenspace_loss(a, b, self.gamma, self.ss_loss)          # (9) / released, on V x V
 
     def losses(self, model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         out = model(batch["image"])

@@ -8,7 +8,11 @@ random walk embedded on the final layer right before the classifier,
 f^L = f^{L-1}, and no P is returned). The base network's classifier is reused.
 
 Output dict: "features_in" f^{L-1} (N, D, h, w), "features" f^L (N, D, h, w), "logits" (N, K, h, w),
-and with a walk "transition" P (N, M, M) and "energy" E (N, M, M), M = h w.
+and with a walk "query", "key" (N, M, d) float32, the factors of its energies E = query key^T (one row per
+position; for the paper's walk both are f^{L-1}), M = h w. The (N, M, M) "transition" P and "energy" E only with
+``matrices=True`` (analysis): training never builds them (the walk is fused, the self-supervision uses
+the factors). ``until`` stops early for the self-supervision's t_phi(x) pass, which reads no logits:
+"factors" (f^{L-1}, query, key), "features" (+ f^L) or "logits" (everything, default).
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import torch
 from torch import nn
 
 from scribbleseg.models.base import SegmentationModel
+
+UNTIL = ("factors", "features", "logits")
 
 
 class URSSNet(SegmentationModel):
@@ -28,15 +34,17 @@ class URSSNet(SegmentationModel):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """f^L (N, D, h, w): the features the classifier reads."""
         f = self.base.features(x)
-        return f if self.walk is None else self.walk(f)[0]
+        return f if self.walk is None else self.walk.outputs(f)["features"]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, matrices: bool = False, until: str = "logits") -> dict[str, torch.Tensor]:
+        if until not in UNTIL:
+            raise ValueError(f"until must be one of {UNTIL}, got {until!r}")
         f = self.base.features(x)                                          # f^{L-1} (N, D, h, w)
         out = {"features_in": f}
         if self.walk is not None:
-            f_l, out["transition"], out["energy"] = self.walk(f)           # (5)-(6), (N, M, M)
+            out.update(self.walk.outputs(f, matrices, features=until != "factors"))  # (5)-(6)
         else:
-            f_l = f
-        out["features"] = f_l
-        out["logits"] = self.classifier(f_l)                               # (N, K, h, w)
+            out["features"] = f
+        if until == "logits":
+            out["logits"] = self.classifier(out["features"])               # (N, K, h, w)
         return out
