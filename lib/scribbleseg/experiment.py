@@ -4,12 +4,14 @@ An experiment is (dataset, scribble variant, training config, method). Its key i
 four, so a run shared by several tables (the pCE baseline appears in almost every ablation) trains
 once. ``results/cache/<key>/`` holds ``config.json``, ``ckpt.pt`` and ``ckpt.prev.pt`` (the last two epochs,
 deleted when the run is done), ``metrics.csv``, ``model.pt`` and ``result.json`` (written last: its presence
-means the run is complete), each written atomically (:mod:`scribbleseg.files`). A killed run resumes from its
+means the run is complete), each written atomically, and ``claim.lock`` while a process trains it
+(:mod:`scribbleseg.claim`; left by a killed trainer, harmless) (:mod:`scribbleseg.files`). A killed run resumes from its
 last epoch on the next call; a truncated or unreadable ``result.json`` or ``model.pt`` makes the run unfinished
 (said once in the log), never a crash.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,9 +21,10 @@ from pathlib import Path
 
 import torch
 
+from scribbleseg.claim import claimed, drop_claim_file
 from scribbleseg.files import stable_hash
 from scribbleseg.constants import EMBEDDED_CLASSES
-from scribbleseg.data.embedded import EmbeddedConfig, ensure_embedded
+from scribbleseg.data.embedded import EmbeddedConfig, embedded_root, ensure_embedded
 from scribbleseg.data.folder import ScribbleVariant, SplitData, load_split
 from scribbleseg.evaluate import evaluate
 from scribbleseg import distributed
@@ -114,15 +117,19 @@ def experiment_key(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
     return stable_hash(spec, 16), spec
 
 
-@lru_cache(maxsize=8)
 def load_embedded(dataset: EmbeddedConfig, split: str, variant: ScribbleVariant = ScribbleVariant()) -> SplitData:
     """Build (once: rank 0 under torchrun, while the others wait) and load a split of the embedded benchmark;
-    memoised per process."""
+    memoised per process and data root (``$SCRIBBLESEG_DATA`` may change between calls, as in the tests)."""
+    return _load_embedded(dataset, split, variant, embedded_root())
+
+
+@lru_cache(maxsize=8)
+def _load_embedded(dataset: EmbeddedConfig, split: str, variant: ScribbleVariant, root: Path) -> SplitData:
     if distributed.world_size() > 1:
         if distributed.is_main():
-            ensure_embedded(dataset)
+            ensure_embedded(dataset, root)
         distributed.barrier()
-    return load_split(ensure_embedded(dataset), split, EMBEDDED_CLASSES, variant)
+    return load_split(ensure_embedded(dataset, root), split, EMBEDDED_CLASSES, variant)
 
 
 @dataclasses.dataclass
@@ -199,6 +206,14 @@ def _ensure_config(folder: Path, spec: dict, log) -> None:
     atomic_write_json(folder / "config.json", spec, indent=1, sort_keys=True)
 
 
+def _cached(key: str, folder: Path, spec: dict, r: dict, main: bool, log) -> RunResult:
+    """The RunResult of a finished run read from ``folder`` (tidying what a kill after its result left)."""
+    if main:
+        remove_checkpoints(folder)  # left by a run killed after its result was written
+        _ensure_config(folder, spec, log)
+    return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
+
+
 def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, cfg: TrainConfig, method,
                    progress=None, log=print, root: Path | None = None, init: RunResult | None = None,
                    runtime: Runtime | None = None) -> RunResult:
@@ -206,7 +221,9 @@ def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
 
     ``init``: a finished run whose model this one starts from (the second stage of two-stage
     training); its key enters this run's key. ``runtime``: where it runs (default :meth:`Runtime.detect`).
-    Under torchrun every rank calls this; rank 0 writes the folder's files, the others wait for it."""
+    Under torchrun every rank calls this; rank 0 writes the folder's files, the others wait for it. In one
+    process the run is trained under the folder's claim (:mod:`scribbleseg.claim`): processes asked for the
+    same key at once train it once, the others wait and read its result."""
     rt = runtime or Runtime.detect()
     key, spec = experiment_key(dataset, variant, cfg, method, init.key if init is not None else None, rt)
     folder = Path(root or cache_root()) / key
@@ -215,28 +232,33 @@ def run_experiment(dataset: EmbeddedConfig | VOCData, variant: ScribbleVariant, 
     log = log if main else (lambda *_: None)
     r = finished_result(folder, log)
     if r is not None:
+        return _cached(key, folder, spec, r, main, log)
+    one = distributed.world_size() == 1  # a multi-rank job owns its keys (scribbleseg.claim)
+    with claimed(folder, log) if one else contextlib.nullcontext():  # one trainer per key
+        r = finished_result(folder, lambda *_: None) if one else None
+        if r is not None:  # another process finished it while this one waited for the claim
+            drop_claim_file(folder)
+            return _cached(key, folder, spec, r, main, log)
         if main:
-            remove_checkpoints(folder)  # left by a run killed after its result was written
-            _ensure_config(folder, spec, log)
-        return RunResult(key, folder, spec, r["metrics"], r["history"], r["seconds"], cached=True)
-    if main:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(folder / "config.json", spec, indent=1, sort_keys=True)
-    train_data = load_data(dataset, "train", variant)
-    val_data = load_data(dataset, "val")  # evaluation always on the full masks
-    log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
-        f"variant={dataclasses.asdict(variant)}")
-    init_state = None if init is None else torch_load(init.folder / "model.pt", map_location="cpu")
-    model, history = train(cfg, method, train_data, folder, progress=progress, log=log, init_state=init_state,
-                           runtime=rt)
-    seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
-    metrics = evaluate(model, val_data)  # sharded over the ranks, confusion matrix all-reduced
-    if main:  # model.pt, then result.json (its presence marks the run complete), each atomically
-        atomic_torch_save(model.state_dict(), folder / "model.pt")
-        atomic_write_json(done, {"metrics": metrics, "history": history, "seconds": seconds,
-                                 "runtime": rt.record(), "model_bytes": (folder / "model.pt").stat().st_size},
-                          indent=1)
-        remove_checkpoints(folder)  # the final weights are in model.pt
-    distributed.barrier()
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(folder / "config.json", spec, indent=1, sort_keys=True)
+        train_data = load_data(dataset, "train", variant)
+        val_data = load_data(dataset, "val")  # evaluation always on the full masks
+        log(f"run {key}: {type(method).__name__}{dataclasses.asdict(method)} seed={cfg.seed} "
+            f"variant={dataclasses.asdict(variant)}")
+        init_state = None if init is None else torch_load(init.folder / "model.pt", map_location="cpu")
+        model, history = train(cfg, method, train_data, folder, progress=progress, log=log, init_state=init_state,
+                               runtime=rt)
+        seconds = sum(r["seconds"] for r in history)  # training time, resumed runs included
+        metrics = evaluate(model, val_data)  # sharded over the ranks, confusion matrix all-reduced
+        if main:  # model.pt, then result.json (its presence marks the run complete), each atomically
+            atomic_torch_save(model.state_dict(), folder / "model.pt")
+            atomic_write_json(done, {"metrics": metrics, "history": history, "seconds": seconds,
+                                     "runtime": rt.record(), "model_bytes": (folder / "model.pt").stat().st_size},
+                              indent=1)
+            remove_checkpoints(folder)  # the final weights are in model.pt
+            if one:
+                drop_claim_file(folder)
+        distributed.barrier()
     log(f"run {key}: val mIoU {metrics['miou']:.2f}")
     return RunResult(key, folder, spec, metrics, history, seconds, cached=False)

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 from scribbleseg.constants import EMBEDDED_CLASSES
@@ -108,14 +109,32 @@ def build_embedded(root: Path, cfg: EmbeddedConfig, workers: int | None = None) 
     return stats
 
 
-def ensure_embedded(cfg: EmbeddedConfig, data_root: Path | None = None) -> Path:
-    """Return ``<data_root>/embedded-<key>``, building it first if it is missing or half-built."""
-    if data_root is None:  # $SCRIBBLESEG_DATA (make test: a fresh folder) or <repo>/data
+def embedded_root() -> Path:
+    """Where embedded datasets live: ``$SCRIBBLESEG_DATA`` (make test: a fresh folder) or ``<repo>/data``."""
+    return Path(os.environ.get("SCRIBBLESEG_DATA") or repo_root() / "data")
 
-        data_root = os.environ.get("SCRIBBLESEG_DATA") or repo_root() / "data"
-    final = Path(data_root) / f"embedded-{cfg.key()}"
+
+def ensure_embedded(cfg: EmbeddedConfig, data_root: Path | None = None) -> Path:
+    """Return ``<data root>/embedded-<key>``, building it first if it is missing or half-built.
+
+    Processes that need it at once (dask workers on a fresh machine) build it once: the builder holds an
+    exclusive ``flock`` on ``embedded-<key>.lock`` beside it (:class:`filelock.FileLock`, dropped by the kernel
+    if the builder dies), the others wait and then find it built; the lock file is removed once the dataset is
+    in place (safe for the same reason as :mod:`scribbleseg.claim`'s: every holder looks before building)."""
+    final = Path(data_root or embedded_root()) / f"embedded-{cfg.key()}"
     if (final / "meta.json").exists():
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = final.with_name(final.name + ".lock")
+    with FileLock(lock_path):
+        if not (final / "meta.json").exists():  # not built by the process this one waited for
+            tmp = final.with_name(final.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_embedded(tmp, cfg)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+        lock_path.unlink(missing_ok=True)
+    return final
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     build_embedded(tmp, cfg)

@@ -9,7 +9,8 @@ import numpy as np
 
 from scribbleseg.data.embedded import EmbeddedConfig
 from scribbleseg.data.folder import ScribbleVariant
-from scribbleseg.experiment import RunResult, run_experiment
+from scribbleseg.experiment import RunResult
+from scribbleseg.lab.spread import Job, Spread, run_jobs
 from scribbleseg.lab.results import Table
 from scribbleseg.train import TrainConfig
 from scribbleseg.lab.config import headless, thaw
@@ -39,14 +40,13 @@ def dataset_from_params(data: str, dataset, voc):
 
 
 def run_seeds(dataset: EmbeddedConfig, variant: ScribbleVariant, method, seeds, train: dict,
-              progress=None, log=print) -> list[RunResult]:
-    """One run per seed (each from the cache when it exists)."""
-    return [run_experiment(dataset, variant, train_config(s, **train), method, progress=progress, log=log)
-            for s in seeds]
+              progress=None, log=print, spread: Spread = Spread()) -> list[RunResult]:
+    """One run per seed (each from the cache when it exists), on ``spread``'s workers (default: here, in turn)."""
+    return run_jobs([Job(dataset, variant, train_config(s, **train), method) for s in seeds], spread, progress, log)
 
 
 def run_stage_two(dataset, variant: ScribbleVariant, stage1: list[RunResult], rows: dict, seeds, train: dict,
-                  progress=None, log=print) -> dict[str, list[RunResult]]:
+                  progress=None, log=print, spread: Spread = Spread()) -> dict[str, list[RunResult]]:
     """{name: [stage-2 run per seed]} of two-stage training (URSS Sec. 4, Potts App. C): each row's run of a
     seed starts from the stage-1 run of that seed (``stage1``, one run per seed, of a network the rows'
     methods can load) and trains under ``train``."""
@@ -54,8 +54,9 @@ def run_stage_two(dataset, variant: ScribbleVariant, stage1: list[RunResult], ro
     missing = [s for s in seeds if s not in init]
     if missing:
         raise ValueError(f"no stage-1 run for seed(s) {missing}: train stage 1 for them first")
-    return {name: [run_experiment(dataset, variant, train_config(s, **train), m, progress, log, init=init[s])
-                   for s in seeds] for name, m in rows.items()}
+    jobs = [Job(dataset, variant, train_config(s, **train), m, init[s]) for m in rows.values() for s in seeds]
+    done = iter(run_jobs(jobs, spread, progress, log))
+    return {name: [next(done) for _ in seeds] for name in rows}
 
 
 def anchor_lines(runs: dict[str, list[RunResult]], width: int = 24) -> list[str]:
@@ -98,13 +99,16 @@ def verdict(d, tie: float = 0.1) -> str:
     return f"{m:+.2f} (standard error {se:.2f}, {len(d)} seed{'s' if len(d) != 1 else ''}): {word}"
 
 
-def run_rows(dataset, rows: dict, seeds, train: dict, progress=None, log=print) -> dict[str, list[RunResult]]:
-    """{name: [run per seed]} for rows {name: method} or {name: (method, ScribbleVariant)} (default width 3)."""
-    out = {}
-    for name, row in rows.items():
+def run_rows(dataset, rows: dict, seeds, train: dict, progress=None, log=print,
+             spread: Spread = Spread()) -> dict[str, list[RunResult]]:
+    """{name: [run per seed]} for rows {name: method} or {name: (method, ScribbleVariant)} (default width 3), all
+    rows' runs at once on ``spread``'s workers (default: here, row by row, seed by seed)."""
+    jobs = []
+    for row in rows.values():
         method, variant = row if isinstance(row, tuple) else (row, ScribbleVariant(3))
-        out[name] = run_seeds(dataset, variant, method, seeds, train, progress, log)
-    return out
+        jobs += [Job(dataset, variant, train_config(s, **train), method) for s in seeds]
+    done = iter(run_jobs(jobs, spread, progress, log))
+    return {name: [next(done) for _ in seeds] for name in rows}
 
 
 def table(title: str, runs: dict[str, list[RunResult]], paper: dict | None = None, metric: str = "miou") -> Table:
