@@ -125,11 +125,13 @@ def load_embedded(dataset: EmbeddedConfig, split: str, variant: ScribbleVariant 
 
 @lru_cache(maxsize=8)
 def _load_embedded(dataset: EmbeddedConfig, split: str, variant: ScribbleVariant, root: Path) -> SplitData:
+    """load_embedded's memo: ``root`` (the data root the dataset is built under, ensure_embedded's default)
+    keys it only."""
     if distributed.world_size() > 1:
         if distributed.is_main():
-            ensure_embedded(dataset, root)
+            ensure_embedded(dataset)
         distributed.barrier()
-    return load_split(ensure_embedded(dataset, root), split, EMBEDDED_CLASSES, variant)
+    return load_split(ensure_embedded(dataset), split, EMBEDDED_CLASSES, variant)
 
 
 @dataclasses.dataclass
