@@ -120,7 +120,7 @@ def main() -> None:
             "metrics": {k: r.metrics["miou"] for k, r in results.items()},
             "loss": {k: r.history[-1]["loss"] for k, r in results.items()},
             "cached": {k: r.cached for k, r in results.items()}}))
-    distributed.barrier()
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

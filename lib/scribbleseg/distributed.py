@@ -17,6 +17,7 @@ library never needs to know whether it is distributed. Methods read attributes o
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -58,10 +59,25 @@ def init_from_env(device_type: str | None = None) -> torch.device | None:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+        atexit.register(shutdown, wait=False)
     if cuda:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def shutdown(wait: bool = True) -> None:
+    """End the process group (no-op without one); with ``wait``, after every rank has reached this call.
+
+    :func:`init_from_env` registers ``shutdown(wait=False)`` at exit: a gloo group left to the interpreter's
+    teardown can abort a rank ("terminate called without an active exception", SIGABRT) after its work is
+    done, which torchrun reports as a failure. At exit there is no barrier, so a rank leaving on an error
+    does not wait for ranks that will never come.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
