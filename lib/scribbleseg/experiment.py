@@ -92,7 +92,10 @@ def variant_spec(variant: ScribbleVariant) -> dict:
 
 def _method_spec(method) -> dict:
     """The method's stable ``NAME`` (its module path when it has none) and fields (those in its ``KEY_OPTIONAL``
-    only when not at their default): see :mod:`scribbleseg.method`."""
+    only when not at their default): see :mod:`scribbleseg.method`. A method with ``key_spec(spec_of)`` gives
+    its own, with ``spec_of`` for the methods it holds."""
+    if hasattr(method, "key_spec"):  # a method made of methods (scribbleseg.combine.Combined)
+        return method.key_spec(_method_spec)
     cls = type(method)
     fields = _key_fields(method, getattr(cls, "KEY_OPTIONAL", {}))
     return {"class": getattr(cls, "NAME", f"{cls.__module__}.{cls.__qualname__}"), **fields}
