@@ -1,4 +1,5 @@
-"""Figures: label colouring, sample grids, scribble variants, distance histograms, overlays.
+"""Figures: label colouring, sample grids, scribble variants, distance histograms, overlays; seaborn for the
+statistical ones (per-seed points with mean and confidence interval, robustness lines).
 
 Every function returns a matplotlib Figure; :func:`save` writes it as PNG (for ``figures/``).
 Colours follow PASCAL VOC's palette; unlabelled (255) pixels are drawn white or transparent.
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 
 from scribbleseg import distributed
 from scribbleseg.constants import IGNORE_INDEX
@@ -80,6 +83,39 @@ def bar_with_std(names: list[str], means, stds, ylabel: str = "mIoU (%)", title:
     for k, m in enumerate(means):
         ax.text(k, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def seed_points(records: list[dict], x: str, y: str = "mIoU (%)", hue: str | None = None, title: str = "",
+                rotation: float = 0, max_width: float = 14.0):
+    """Every seed's value as a point, with the mean and its 95% confidence interval (seaborn's bootstrap, seeded:
+    the same figure every run) per ``x`` (and ``hue``); ``records``: one dict per run, e.g.
+    {"method": "pCE", "column": "scribbles", "mIoU (%)": 64.6}. One seed: the point and its mean, no interval."""
+    df = pd.DataFrame(records)
+    n, k = df[x].nunique(), 1 if hue is None else df[hue].nunique()
+    fig, ax = plt.subplots(figsize=(min(max_width, 1.6 + n * (0.6 + 0.2 * k)), 3.4 + 0.02 * rotation))
+    sns.stripplot(data=df, x=x, y=y, hue=hue, dodge=hue is not None, jitter=0.04, alpha=0.5, size=4, ax=ax, legend=False,
+                  palette="deep" if hue else None, color=None if hue else "#4c72b0")
+    sns.pointplot(data=df, x=x, y=y, hue=hue, dodge=0.8 - 0.8 / k if hue else False, errorbar=("ci", 95), seed=0,
+                  linestyle="none", markers="D", markersize=4, capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax,
+                  palette="deep" if hue else None, color=None if hue else "#c44e52")
+    if rotation:
+        ax.tick_params(axis="x", labelrotation=rotation)
+    if hue is not None:
+        ax.legend(fontsize=7, title=hue, title_fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def robustness(records: list[dict], x: str, y: str = "mIoU (%)", hue: str = "method", title: str = ""):
+    """One line per ``hue`` (method) of ``y`` against ``x`` (e.g. the shrink rate), the mean over seeds with its 95%
+    confidence interval as a band (seaborn, seeded bootstrap)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    sns.lineplot(data=pd.DataFrame(records), x=x, y=y, hue=hue, errorbar=("ci", 95), seed=0, marker="o", ax=ax)
+    ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
