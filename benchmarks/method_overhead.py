@@ -12,7 +12,6 @@ Writes ``results/benchmark_method_overhead.json`` (device named) and prints the 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import platform
@@ -29,7 +28,7 @@ from scribbleseg.cdsp.store import PseudoLabels
 from scribbleseg.data.embedded import embedded_config
 from scribbleseg.experiment import load_embedded
 from scribbleseg.files import repo_root
-from scribbleseg.lab.benchmark import ratios, time_steps
+from scribbleseg.lab.benchmark import ratios, time_steps, wrapped
 from scribbleseg.potts.method import PottsGD, SelfLabeling
 from scribbleseg.potts.solver import SolverConfig
 from scribbleseg.runtime import Runtime
@@ -92,9 +91,8 @@ def main() -> None:
     batch = to_batch(data, np.arange(args.batch), None, torch.device("cpu"))
     methods = cpu_methods(PseudoLabels.from_array(data.masks, data.images))
     base = make_model(TrainConfig(width=16), data.num_classes)
-    models = {k: m.wrap(copy.deepcopy(base), data.num_classes) if hasattr(m, "wrap") else base
-              for k, (m, _) in methods.items()}  # the same initial backbone for every method
-    sec = time_steps({k: m for k, (m, _) in methods.items()}, models, batch, repeats=args.repeats)
+    timed = {k: m for k, (m, _) in methods.items()}
+    sec = time_steps(timed, wrapped(timed, base, data.num_classes), batch, repeats=args.repeats)
     vs = ratios(sec, "pCE")
     device = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     print(f"cpu profile: {device}; SmallSegNet width 16, batch {args.batch}; median of {args.repeats} steps")
@@ -110,10 +108,10 @@ def main() -> None:
         for name, case in paper_cases.CASES.items():
             cfg = paper_cases.case_config(case, args.paper_batch)
             net = rt.apply(make_model(cfg, 21))
-            nets = {name: rt.apply(case.method.wrap(copy.deepcopy(net), 21)) if hasattr(case.method, "wrap") else net,
-                    "pCE": net}
+            pair = {name: case.method, "pCE": PartialCE()}
+            nets = {k: rt.apply(n) for k, n in wrapped(pair, net, 21).items()}
             b = paper_batch(case, args.paper_batch, rt)
-            s = time_steps({name: case.method, "pCE": PartialCE()}, nets, b, repeats=1, warmup=1, runtime=rt)
+            s = time_steps(pair, nets, b, repeats=1, warmup=1, runtime=rt)
             key = (cfg.model, cfg.backbone, case.crop)
             pce_s[key] = s["pCE"]
             paper_rows.append({"method": name, "network": list(key), "s_per_step": s[name], "pce_s": s["pCE"],

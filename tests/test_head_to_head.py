@@ -38,6 +38,19 @@ def test_leaderboard_and_markdown_from_scores():
     assert "| X | 2.50 | 71.00 ± 1.41 (88.8%, 53%) | 70.00 ± 0.00 (87.5%, no gap) |" in text
 
 
+def test_crf_rows_are_measured_against_full_masks_and_pce_with_crf():
+    cols = {"a": None}
+    score = {(h2h.FULL, "a"): [80.0], ("pCE", "a"): [60.0], ("X", "a"): [70.0],
+             (h2h.FULL + h2h.CRF, "a"): [84.0], ("pCE" + h2h.CRF, "a"): [68.0], ("X" + h2h.CRF, "a"): [80.0]}
+    rows = {r["method"]: r for r in h2h.leaderboard(score, cols, {"pCE": 1.0, "X": 2.0})}
+    assert rows["X"]["a"]["gap_closed"] == 50.0                                  # (70-60)/(80-60)
+    crf = rows["X + CRF"]["a"]
+    assert crf["gap_closed"] == 75.0 and crf["of_full"] == 95.2                  # (80-68)/(84-68), 80/84
+    assert rows["X + CRF"]["cost"] == 2.0
+    without = {k: v for k, v in score.items() if k[0] != h2h.FULL + h2h.CRF}     # no full + CRF row: the plain ones
+    assert {r["method"]: r for r in h2h.leaderboard(without, cols)}["X + CRF"]["a"]["of_full"] == 100.0
+
+
 def test_update_readme_replaces_only_the_block():
     text = f"top\n{h2h.START}\nold\n{h2h.END}\nbottom\n"
     assert h2h.update_readme(text, "new table") == f"top\n{h2h.START}\nnew table\n{h2h.END}\nbottom\n"

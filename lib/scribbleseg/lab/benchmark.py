@@ -62,6 +62,12 @@ def time_steps(methods: dict, model: torch.nn.Module, batch: dict, repeats: int 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def wrapped(methods: dict, model: torch.nn.Module, num_classes: int) -> dict[str, torch.nn.Module]:
+    """name -> the network each method trains: ``model`` wrapped by the method's ``wrap`` on its own copy (e.g.
+    BLPSeg's LAM head), or ``model`` itself; every method starts from the same initial weights."""
+    return {k: m.wrap(copy.deepcopy(model), num_classes) if hasattr(m, "wrap") else model for k, m in methods.items()}
+
+
 def ratios(seconds: dict[str, float], reference: str) -> dict[str, float]:
     """Each method's time divided by ``reference``'s."""
     return {k: v / seconds[reference] for k, v in seconds.items()}

@@ -4,15 +4,15 @@ scribble, with and without dense-CRF post-processing, against full masks.
 Per cell (row r, column c): mIoU mean and std over the column's seeds, the share of full-mask mIoU
 ``100 mean_r / full`` and the share of the pCE -> full gap closed ``100 (mean_r - pce_c) / (full - pce_c)``, where
 full is the full-mask run (one per seed: the masks do not depend on the scribbles, so one run serves every column)
-and pce_c pCE's mean in the same column. A row with ``init`` starts from that row's run of the same column and
-seed and trains under the stage-2 recipe (URSS's stage 2, Potts App. C's two-stage training).
+and pce_c pCE's mean in the same column (for a "+ CRF" row, those of the full-mask and pCE rows + CRF). A row
+with ``init`` starts from that row's run of the same column and seed and trains under the stage-2 recipe (URSS's
+stage 2, Potts App. C's two-stage training).
 
 Shapes: none (runs and numbers).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 from pathlib import Path
 
@@ -23,14 +23,14 @@ from scribbleseg.data.folder import ScribbleVariant, SplitData
 from scribbleseg.evaluate import evaluate
 from scribbleseg.experiment import RunResult, load_data
 from scribbleseg.files import atomic_write_json, read_json
-from scribbleseg.lab.benchmark import ratios, time_steps
+from scribbleseg.lab.benchmark import ratios, time_steps, wrapped
 from scribbleseg.lab.results import results_path
 from scribbleseg.lab.spread import Job, Spread, run_jobs
 from scribbleseg.lab.study import train_config, values
 from scribbleseg.train import make_model, to_batch
 from scribbleseg import distributed
 
-FULL, PCE = "full masks", "pCE"
+FULL, PCE, CRF = "full masks", "pCE", " + CRF"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +108,7 @@ def step_costs(methods: dict[str, object], dataset, train: dict, repeats: int = 
     cfg = train_config(0, **train)
     batch = to_batch(data, np.arange(min(cfg.batch_size, len(data.ids))), None, torch.device("cpu"))
     torch.manual_seed(0)
-    base, k = make_model(cfg, len(data.class_names)), len(data.class_names)
-    nets = {n: m.wrap(copy.deepcopy(base), k) if hasattr(m, "wrap") else base for n, m in methods.items()}
+    nets = wrapped(methods, make_model(cfg, len(data.class_names)), len(data.class_names))
     return {n: round(r, 2) for n, r in ratios(time_steps(methods, nets, batch, repeats), PCE).items()}
 
 
@@ -132,19 +131,23 @@ def scores(board: dict, rows: dict[str, Row], dataset, crf: bool) -> dict:
         method = rows[name].for_column(c) if name in rows else None
         out[(name, c)] = values(runs)
         if crf:
-            out[(f"{name} + CRF", c)] = [round(crf_miou(r, method, dataset), 2) for r in runs]
+            out[(name + CRF, c)] = [round(crf_miou(r, method, dataset), 2) for r in runs]
     return out
 
 
 def leaderboard(score: dict, cols, costs: dict[str, float] | None = None) -> list[dict]:
     """The table as rows {"method", "cost" (step time / pCE's, when measured), column: cell}, in ``score``'s
-    row order; every cell against the full-mask mean of its column and pCE's (without CRF) in that column."""
+    row order; every cell against the full-mask mean of its column and pCE's in that column, both with the same
+    post-processing as the row (a "+ CRF" row against "full masks + CRF" and "pCE + CRF"), so that the CRF's own
+    lift, which full masks get too, does not count as gap closed."""
     names = list(dict.fromkeys(name for name, _ in score))
     table = []
     for name in names:
-        row = {"method": name, "cost": None if costs is None else costs.get(name.removesuffix(" + CRF"))}
+        base = name.removesuffix(CRF)
+        post = CRF if base != name and (FULL + CRF, next(iter(cols))) in score else ""
+        row = {"method": name, "cost": None if costs is None else costs.get(base)}
         for c in cols:
-            full, pce = float(np.mean(score[(FULL, c)])), float(np.mean(score[(PCE, c)]))
+            full, pce = float(np.mean(score[(FULL + post, c)])), float(np.mean(score[(PCE + post, c)]))
             row[c] = cell(score[(name, c)], full, pce)
         table.append(row)
     return table
