@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 FASHION_DIR ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: reproduce test env fashion data references clean-cache
+.PHONY: reproduce test env fashion browser data references clean-cache
 
 env: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ fashion:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu) or set SCRIBBLESEG_FASHION_DIR"; exit 1; fi
 
+# tests/test_browser.py drives Debian's chromium (no browser download); without it that test is skipped.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium missing: tests/test_browser.py will be skipped (run 'sudo apt-get install chromium' for it)"; fi
+
 data: env fashion
 	$(PY) -m scribbleseg.data --profile $(PROFILE)
 
@@ -32,7 +38,7 @@ reproduce: env fashion
 
 # nbval re-executes the smoke notebooks with a fresh results cache and dataset, so that a changed
 # loss, metric or generator shows up (the cache key does not hash the code).
-test: env fashion
+test: env fashion browser
 	rm -rf build/test
 	SCRIBBLESEG_BATCH=1 SCRIBBLESEG_CACHE=$(CURDIR)/build/test/cache SCRIBBLESEG_DATA=$(CURDIR)/build/test/data \
 	  $(PY) -m pytest tests --nbval --nbval-current-env -q

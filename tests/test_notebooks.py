@@ -21,13 +21,13 @@ def test_there_are_notebooks():
     assert {p.name for p in NOTEBOOKS} >= {"00_dataset.ipynb", "01_baselines.ipynb"}
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=notebook_key)
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_params_files_validate(nb, profile):
     load_params(nb, profile, ROOT / "params")
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=notebook_key)
 def test_parameters_are_frozen_from_the_parameters_cell(nb):
     """One ``P = freeze_parameters(name, NB, globals())`` (no hand-written list of names to drift from the
     parameters cell), with NB the notebook's own path."""
@@ -39,7 +39,7 @@ def test_parameters_are_frozen_from_the_parameters_cell(nb):
     assert f'NB = "notebooks/{notebook_key(nb)}.ipynb"' in setup
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=notebook_key)
 def test_nbval_reference_exists_and_is_current(nb):
     ref = ROOT / "tests" / "nbval" / f"{notebook_key(nb)}.ipynb"
     assert ref.exists(), f"no nbval reference for {nb.name}: run `make references`"
@@ -50,7 +50,7 @@ def test_nbval_reference_exists_and_is_current(nb):
     assert src == got, f"{ref} is stale (the notebook's code changed): run `make references`"
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=notebook_key)
 def test_a_run_without_profile_keeps_the_committed_outputs(nb):
     """The parameters cell defaults to the scratch profile (build/scratch/, git-ignored) and to interactive use, and
     the committed copy's injected cell (the cpu run's) sets neither: JupyterLab or plain papermill without a profile
@@ -64,7 +64,7 @@ def test_a_run_without_profile_keeps_the_committed_outputs(nb):
             assert not assigned & {"profile", *RUN_SETTINGS}, f"{nb.name}: its injected cell sets {assigned}"
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=notebook_key)
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_plain_papermill_with_a_profile_yaml_matches_the_runner(nb, profile, monkeypatch):
     """``papermill nb.ipynb out.ipynb -f params/<profile>/x.yaml`` (papermill's own yaml loader, no merging) gives the
@@ -79,3 +79,14 @@ def test_plain_papermill_with_a_profile_yaml_matches_the_runner(nb, profile, mon
     by_runner = freeze_parameters("P", nb, {**defaults, **run_parameters(nb, profile)})
     assert by_papermill.profile == profile
     assert thaw(by_papermill) == thaw(by_runner)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=notebook_key)
+def test_committed_outputs_hold_no_widget_view(nb):
+    """A widget view stored without its widget state shows "Error displaying widget" when JupyterLab opens the
+    notebook: the committed (headless) runs must store plain figures only (tests/test_browser.py opens them all
+    in a real browser)."""
+    cells = nbformat.read(str(nb), as_version=4).cells
+    views = [i for i, c in enumerate(cells) if c.cell_type == "code" for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert not views, f"{nb.name}: cells {views} store widget views; run it headless (python -m scribbleseg.lab.run)"
