@@ -139,7 +139,8 @@ def test_drawing_a_stroke_redraws_the_panels(page, lab):
                            timeout=60_000)
     assert panels.get_attribute("src") != before
     board.screenshot(path=str(SHOTS / "playground_canvas.png"))
-    page.locator(".jp-OutputArea-output").filter(has=board).last.screenshot(path=str(SHOTS / "playground_widget.png"))
+    widget = page.locator(".jp-OutputArea-output").filter(has=page.locator("canvas")).last
+    widget.screenshot(path=str(SHOTS / "playground_widget.png"))            # the README's picture
     page.screenshot(path=str(SHOTS / "playground_after.png"), full_page=True)
     assert not _widget_errors(page)
 
