@@ -13,6 +13,7 @@ from scribbleseg.cdsp import playground as cdsp_views
 from scribbleseg.cdsp.distance_maps import scribble_distance
 from scribbleseg.constants import IGNORE_INDEX
 from scribbleseg.data.folder import SplitData
+from scribbleseg.data.grid import onehot_on_grid
 from scribbleseg.data.strokes import Stroke
 from scribbleseg.lab import playground
 from scribbleseg.lab.canvas import Canvas
@@ -137,7 +138,7 @@ def test_blpseg_lam_on_one_class_of_strokes_gives_that_class_everywhere():
     lam = out["LAM on the strokes (Eq. 3-5)"]                          # every source is class 2
     assert lam.shape == (3, 4, 4) and torch.allclose(lam, torch.tensor([0.0, 0.0, 1.0])[:, None, None].expand(3, 4, 4),
                                                      atol=1e-6)
-    onehot, stroked = blpseg_views.stroke_onehot(torch.tensor([[[IGNORE_INDEX, 1], [0, IGNORE_INDEX]]]), (2, 2), 2)
+    onehot, stroked = onehot_on_grid(torch.tensor([[[IGNORE_INDEX, 1], [0, IGNORE_INDEX]]]), (2, 2), 2)
     assert onehot.tolist() == [[[[0, 0], [1, 0]], [[0, 1], [0, 0]]]] and stroked.tolist() == [[[False, True], [True, False]]]
 
 

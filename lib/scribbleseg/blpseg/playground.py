@@ -18,16 +18,8 @@ import torch.nn.functional as F
 
 from scribbleseg.blpseg.losses import annotation_probability
 from scribbleseg.blpseg.model import BLPSegNet
-from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.data.grid import labels_to_grid
+from scribbleseg.data.grid import onehot_on_grid
 from scribbleseg.models.base import upsample
-
-
-def stroke_onehot(scribble: torch.Tensor, size: tuple[int, int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(one-hot (N, K, h, w) of the stroke labels on an (h, w) grid, stroked cells (N, h, w) bool)."""
-    seeds = labels_to_grid(scribble, size, k)                                  # (N, h, w)
-    stroked = seeds != IGNORE_INDEX
-    return F.one_hot(seeds.masked_fill(~stroked, 0), k).permute(0, 3, 1, 2).float() * stroked[:, None], stroked
 
 
 @torch.no_grad()
@@ -47,7 +39,7 @@ def views(inputs: dict, model: BLPSegNet) -> dict[str, torch.Tensor]:
               "annotation probability max_c p_scrib": p_scrib.amax(1)[0]}
     if model.lam is not None:
         grid = tuple(out["logits"].shape[-2:])
-        x_in, stroked = stroke_onehot(scribble, grid, k)                       # X_in (1, K, h, w)
+        x_in, stroked = onehot_on_grid(scribble, grid, k)                      # X_in (1, K, h, w)
         low = model.low(image)
         if tuple(low.shape[-2:]) != grid:
             low = F.adaptive_avg_pool2d(low, grid)                             # (1, D, h, w) as in the forward pass

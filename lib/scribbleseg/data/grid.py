@@ -21,3 +21,12 @@ def labels_to_grid(labels: torch.Tensor, size: tuple[int, int], num_classes: int
     counts = F.adaptive_avg_pool2d(onehot * valid[:, None], size)                              # (N, K, h, w)
     best = counts.argmax(1)                                                                     # (N, h, w)
     return best.masked_fill(counts.sum(1) == 0, IGNORE_INDEX)
+
+
+def onehot_on_grid(labels: torch.Tensor, size: tuple[int, int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(one-hot (N, K, h, w) of :func:`labels_to_grid`, zero on the unlabelled cells; the labelled cells (N, h, w)
+    bool)."""
+    seeds = labels_to_grid(labels, size, num_classes)                                           # (N, h, w)
+    seeded = seeds != IGNORE_INDEX
+    onehot = F.one_hot(seeds.masked_fill(~seeded, 0), num_classes).permute(0, 3, 1, 2).float()  # (N, K, h, w)
+    return onehot * seeded[:, None], seeded

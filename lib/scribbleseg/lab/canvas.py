@@ -37,7 +37,7 @@ class Canvas:
 
     def __init__(self, sketch: Sketch, views: dict[str, Callable], data: SplitData | None = None, scale: int = 3,
                  save_dir: Path = Path("strokes")):
-        self.sketch, self.views, self.data, self.scale, self.save_dir = sketch, views, data, scale, Path(save_dir)
+        self.sketch, self.views, self.scale, self.save_dir = sketch, views, scale, Path(save_dir)
         self.redraws, self._points = 0, None
         h, w = sketch.size
         px = f"{w * scale}px"                                                # the controls column is the canvas wide

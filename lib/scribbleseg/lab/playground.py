@@ -171,7 +171,8 @@ def figure(sketch: Sketch, panels: dict[str, dict[str, np.ndarray]], size: float
     """One row per view: the image with the strokes, then the view's panels, titled; returns the Figure."""
     cols = 1 + max((len(p) for p in panels.values()), default=0)
     fig, axes = plt.subplots(len(panels) or 1, cols, figsize=(size * cols, size * max(len(panels), 1)), squeeze=False)
-    strokes = overlay(sketch.image, sketch.label(), 1.0)
+    label = sketch.label()
+    strokes = overlay(sketch.image, label, 1.0)
     for r, (name, row) in enumerate(panels.items() or {"strokes": {}}.items()):
         axes[r, 0].imshow(strokes, interpolation="nearest")
         axes[r, 0].set_ylabel(name, fontsize=8)
@@ -183,7 +184,7 @@ def figure(sketch: Sketch, panels: dict[str, dict[str, np.ndarray]], size: float
             if not ax.images:
                 ax.axis("off")
     axes[0, 0].set_title(f"{sketch.name}: {len(sketch.strokes)} strokes, "
-                         f"{int((sketch.label() != IGNORE_INDEX).sum())} px", fontsize=7)
+                         f"{int((label != IGNORE_INDEX).sum())} px", fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -44,13 +44,9 @@ def weakly_supervised_loss(sigma: torch.Tensor, seeds: torch.Tensor, w: torch.Te
         {"nll": (3), "entropy": eta sum_{i not in S} H(sigma_i), "potts": lambda sum w_ij P(sigma_i, sigma_j),
         "total": their sum}, each (N,).
     """
-    unlabelled = seeds == IGNORE_INDEX
-    h = soft_cross_entropy(sigma, sigma, "CE")                                 # H(sigma_i) = H_CE(sigma_i, sigma_i)
-    out = {"nll": seed_nll(sigma, seeds),
-           "entropy": eta * (h * unlabelled).flatten(1).sum(1),             # eta sum_{i not in S} H(sigma_i)
-           "potts": lam * grid_pairwise(sigma, w, relaxation)}              # lambda sum w_ij P(sigma_i, sigma_j)
-    out["total"] = out["nll"] + out["entropy"] + out["potts"]               # (4)
-    return out
+    six = self_labeling_loss(sigma, sigma, seeds, w, eta, lam, relaxation, "CE")  # (4) = (6) at y = sigma:
+    return {"nll": six["nll"], "entropy": six["unary"],                     # H(sigma_i) = H_CE(sigma_i, sigma_i)
+            "potts": six["potts"], "total": six["total"]}
 
 
 def self_labeling_loss(sigma: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, w: torch.Tensor, eta: float,

@@ -76,29 +76,38 @@ def variation_maps(model, image: torch.Tensor, transform: Transform) -> dict[str
     return maps
 
 
+def entropy_map(logits: torch.Tensor, size) -> torch.Tensor:
+    """Eq. (2)'s per-pixel entropy of softmax(logits (N, K, h, w)) upsampled to ``size``, over log K: (N, H, W)."""
+    logp = upsample(logits, size).log_softmax(1)                                     # (N, K, H, W)
+    return -(logp.exp() * logp).sum(1) / np.log(logits.shape[1])                     # (2) / log K
+
+
 @torch.no_grad()
 def entropy_maps(model, images: torch.Tensor, batch_size: int = 50) -> np.ndarray:
-    """Fig. 3: Eq. (2)'s per-pixel entropy of softmax(logits) upsampled to the image, over log K: (N, H, W) in [0, 1]."""
+    """Fig. 3: :func:`entropy_map` of the model's logits on each image: (N, H, W) in [0, 1]."""
     model.eval()
     maps = []
     for i in range(0, len(images), batch_size):
         out = model(images[i:i + batch_size])
-        logits = out["logits"] if isinstance(out, dict) else out
-        logp = upsample(logits, images.shape[-2:]).log_softmax(1)                   # (n, K, H, W)
-        maps.append(-(logp.exp() * logp).sum(1) / np.log(logits.shape[1]))          # (2) / log K
+        maps.append(entropy_map(out["logits"] if isinstance(out, dict) else out, images.shape[-2:]))
     return torch.cat(maps).numpy()
+
+
+def eigenvector_maps(p: torch.Tensor, size, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k eigenvalues of one P (1, M, M) with the largest real part (k,) and the real parts of their unit
+    eigenvectors as maps (k, h, w) on the (h, w) = ``size`` grid."""
+    vals, vecs = eigenspace(p.double(), k)                                           # (1, k), (1, M, k)
+    maps = vecs[0].real.T.reshape(k, *size)                                          # (k, h, w)
+    return vals[0].real.numpy(), maps.numpy()
 
 
 @torch.no_grad()
 def leading_eigenvectors(model, image: torch.Tensor, k: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Fig. 4: the k eigenvalues of P with the largest real part (k,) and the real parts of their unit
-    eigenvectors as maps (k, h, w), for one image (3, H, W). The first is constant for a stochastic P."""
+    """Fig. 4: :func:`eigenvector_maps` of the model's P for one image (3, H, W). The first is constant for a
+    stochastic P."""
     model.eval()
     out = model(image[None], matrices=True)
-    h, w = out["features"].shape[-2:]
-    vals, vecs = eigenspace(out["transition"].double(), k)                           # (1, k), (1, M, k)
-    maps = vecs[0].real.T.reshape(k, h, w)                                           # (k, h, w)
-    return vals[0].real.numpy(), maps.numpy()
+    return eigenvector_maps(out["transition"], out["features"].shape[-2:], k)
 
 
 def pca_rgb(f: torch.Tensor) -> np.ndarray:

@@ -15,25 +15,26 @@ Shapes: inputs as :meth:`scribbleseg.lab.playground.Sketch.inputs` gives them; p
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from scribbleseg.constants import IGNORE_INDEX
-from scribbleseg.data.grid import labels_to_grid
-from scribbleseg.urss.analysis import entropy_maps, leading_eigenvectors
+from scribbleseg.data.grid import onehot_on_grid
 from scribbleseg.models.base import upsample
+from scribbleseg.urss.analysis import eigenvector_maps, entropy_map
 from scribbleseg.urss.model import URSSNet
 
 
 def walk_on_strokes(p: torch.Tensor, scribble: torch.Tensor, size: tuple[int, int], k: int):
     """(P Y_S renormalised (K, h, w), mass sum_{j in S} P_ij (h, w)) for P (M, M) on an (h, w) grid and the
     strokes (1, H, W); a cell whose walk never reaches a stroke gets zeros."""
-    seeds = labels_to_grid(scribble, size, k)[0].flatten()                      # (M,)
-    stroked = seeds != IGNORE_INDEX
-    y = F.one_hot(seeds.masked_fill(~stroked, 0), k).to(p.dtype) * stroked[:, None]  # Y_S (M, K), 0 off S
+    y = onehot_on_grid(scribble, size, k)[0][0].flatten(1).T.to(p.dtype)       # Y_S (M, K), 0 off S
     py = p @ y                                                                  # (M, K): sum_{j in S} P_ij y_j
     mass = py.sum(1)                                                            # (M,)
     shares = py / mass.clamp_min(torch.finfo(p.dtype).tiny)[:, None]
     return shares.T.reshape(k, *size), mass.reshape(size)
+
+
+def _prediction_entropy(logits: torch.Tensor, size, name: str) -> dict[str, torch.Tensor]:
+    return {f"{name} prediction".strip(): upsample(logits, size).argmax(1)[0],
+            f"{name} entropy / log K (Eq. 2)".strip(): entropy_map(logits, size)[0]}
 
 
 @torch.no_grad()
@@ -43,14 +44,13 @@ def prediction_entropy(inputs: dict, model, name: str = "") -> dict[str, torch.T
     image = inputs["image"]
     model.eval()
     out = model(image)
-    logits = out["logits"] if isinstance(out, dict) else out
-    return {f"{name} prediction".strip(): upsample(logits, image.shape[-2:]).argmax(1)[0],
-            f"{name} entropy / log K (Eq. 2)".strip(): torch.from_numpy(entropy_maps(model, image)[0])}
+    return _prediction_entropy(out["logits"] if isinstance(out, dict) else out, image.shape[-2:], name)
 
 
 @torch.no_grad()
 def views(inputs: dict, model: URSSNet, k: int = 3) -> dict[str, torch.Tensor]:
-    """{title: panel}: prediction, entropy, P on the strokes (shares and mass) and the k leading eigenvectors.
+    """{title: panel}: prediction, entropy, P on the strokes (shares and mass) and the k leading eigenvectors, all
+    from one forward pass.
 
     Args:
         inputs: image (1, 3, H, W) normalised, scribble (1, H, W), num_classes K. model: a URSSNet with a RandomWalk.
@@ -64,9 +64,9 @@ def views(inputs: dict, model: URSSNet, k: int = 3) -> dict[str, torch.Tensor]:
                          f"which outputs P; this one outputs {sorted(out)}")
     size = tuple(out["logits"].shape[-2:])
     shares, mass = walk_on_strokes(out["transition"][0], scribble, size, classes)
-    panels = {**prediction_entropy(inputs, model, "URSS"), "P on the strokes (Eq. 6)": shares,
+    panels = {**_prediction_entropy(out["logits"], image.shape[-2:], "URSS"), "P on the strokes (Eq. 6)": shares,
               "P's mass on the strokes": mass / mass.max().clamp_min(1e-12)}
-    _, vecs = leading_eigenvectors(model, image[0], k)                          # (k, h, w), real parts
+    _, vecs = eigenvector_maps(out["transition"], size, k)                      # (k, h, w), real parts
     for i, v in enumerate(vecs):
         panels[f"eigenvector {i + 1} of P"] = torch.from_numpy((v - v.min()) / max(v.max() - v.min(), 1e-12))
     return panels
